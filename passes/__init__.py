@@ -1,1 +1,28 @@
-"""edgeattn.passes."""
+"""edgeattn.passes: IR → IR rewrites on onnx_ir models.
+
+Every pass is an `onnx_ir.passes` pass (call(model) -> PassResult(model, modified)) that also
+exposes `sites_changed` (how many sites it rewrote) and `details` (a JSON-able report).
+The registry maps pass names to "module:class", imported on first use; a registered module
+never imports this table back.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+PASSES: dict[str, str] = {
+    "cleanup": "edgeattn.passes.cleanup:Cleanup",
+    "canonicalize-attention": "edgeattn.passes.canonicalize_attention:CanonicalizeAttention",
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "cleanup": "constant folding, dead-code elimination, shape inference",
+    "canonicalize-attention": "every attention block → ONNX Attention (opset 23), exact",
+}
+
+
+def create(name: str):
+    if name not in PASSES:
+        raise KeyError(f"unknown pass '{name}' — known passes: {', '.join(sorted(PASSES))}")
+    module, cls = PASSES[name].split(":")
+    return getattr(importlib.import_module(module), cls)()

@@ -57,10 +57,17 @@ def _is_causal_mask(mask: np.ndarray, boolean: bool) -> bool:
     return bool(np.all(keep == np.broadcast_to(tril, keep.shape)))
 
 
+def _same_dim(a: ir.Value, ai: int, b: ir.Value, bi: int) -> bool:
+    if a.shape is None or b.shape is None or len(a.shape) < abs(ai) or len(b.shape) <= bi:
+        return False
+    da, db = a.shape[ai], b.shape[bi]
+    return da == db if isinstance(da, int) and isinstance(db, int) else (da is not None and str(da) == str(db))
+
+
 class AttentionRule(pattern.RewriteRuleClassBase):
     """softmax(q·kᵀ·s + mask)·v in any of its exported spellings → Attention(q, k, v, mask)."""
 
-    def pattern(self, op, query, key, value, mask, q_scale, k_scale, qk_scale):
+    def pattern(self, op, query, key, value, mask, q_scale, k_scale, qk_scale, nan_fill):
         # The transposed key appears directly (BHSd→BHdS), through a 3-D round trip
         # (dynamo's decomposition), or fused with the head split (BSHd→BHdS).
         key_t = pattern.OrValue(
@@ -88,12 +95,16 @@ class AttentionRule(pattern.RewriteRuleClassBase):
         scores = pattern.OrValue([op.Add(scores, mask), scores], tag_var="has_mask", tag_values=[True, False])
         probs = op.Softmax(scores, axis=-1)
         # SDPA's decomposition zeroes NaN rows (fully masked queries); Attention does the same.
-        probs = pattern.OrValue([op.Where(op.IsNaN(probs), 0.0, probs), probs])
+        probs = pattern.OrValue([op.Where(op.IsNaN(probs), nan_fill, probs), probs])
         return op.MatMul(probs, value)
 
     def check(self, context, query, key, value, key_layout, q_tag, k_tag, qk_tag, has_mask,
-              mask=None, q_scale=None, k_scale=None, qk_scale=None, **_):
+              mask=None, q_scale=None, k_scale=None, qk_scale=None, nan_fill=None, **_):
         result = MatchResult()
+        if nan_fill is not None:
+            fill = _const_array(nan_fill)
+            if fill is None or fill.size != 1 or float(fill.reshape(())) != 0.0:
+                return result.fail("the NaN guard after Softmax does not fill with a constant 0")
         q_shape, k_shape, v_shape = query.shape, key.shape, value.shape
         if q_shape is None or k_shape is None or v_shape is None:
             return result.fail("query/key/value shapes unknown (shape inference did not reach them)")
@@ -148,6 +159,14 @@ class AttentionRule(pattern.RewriteRuleClassBase):
         kind, mask_value = self._mask_kind
         if key_layout == "BSHd":
             key = op.Transpose(key, perm=[0, 2, 1, 3])
+        if mask_value is not None and not _same_dim(mask_value, -2, query, 2):
+            # ONNX allows any broadcastable mask; ORT's kernel insists on the query length at
+            # dim -2, so broadcast a (…, 1, kv) padding mask to (…, q, kv) explicitly.
+            rank = len(mask_value.shape) if mask_value.shape is not None else 4
+            q_len = op.Shape(query, start=2, end=3)
+            ones = op.Constant(value_ints=[1])
+            target = op.Concat(*([ones] * (rank - 2)), q_len, ones, axis=0) if rank > 2 else op.Concat(q_len, ones, axis=0)
+            mask_value = op.Expand(mask_value, target)
         inputs = [query, key, value] + ([mask_value] if mask_value is not None else [])
         return op.Attention(*inputs, scale=float(self._scale), is_causal=int(kind == "causal"))
 
@@ -195,6 +214,7 @@ class CanonicalizeAttention(ir.passes.InPlacePass):
         super().__init__()
         self.rules = pattern.RewriteRuleSet([AttentionRule.rule()])
         self.report = CanonicalizeReport()
+        self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         already = _count_attention(model.graph)
@@ -206,6 +226,7 @@ class CanonicalizeAttention(ir.passes.InPlacePass):
             leftover = _softmax_sites(model.graph)
             report.unmatched = self._explain(model, leftover) if leftover else []
         self.report = report
+        self.sites_changed, self.details = report.canonicalized, report.to_dict()
         return ir.passes.PassResult(model, modified=report.canonicalized > 0)
 
     def _explain(self, model: ir.Model, leftover: list[ir.Node]) -> list[dict]:

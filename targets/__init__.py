@@ -1,1 +1,42 @@
-"""edgeattn.targets."""
+"""edgeattn.targets: one module per backend behind one protocol, imported lazily.
+
+A target module provides:
+  NAME, DESCRIPTION, RUNTIME_BACKEND (the runtime backend that loads its payload)
+  available() -> (bool, reason)
+  legalize(model: onnx_ir.Model) -> dict      # lower the canonical graph; counts native/fallback
+  build(model, workdir: Path, options: dict) -> dict   # writes payload files; returns manifest fields
+  tune(model, options: dict) -> dict
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+TARGETS: dict[str, str] = {
+    "ort": "edgeattn.targets.ort",
+}
+
+
+class UnknownTargetError(KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def get(name: str) -> ModuleType:
+    if name not in TARGETS:
+        raise UnknownTargetError(f"unknown target '{name}' — known targets: {', '.join(sorted(TARGETS))} (see `edgeattn targets`)")
+    return importlib.import_module(TARGETS[name])
+
+
+def describe_all() -> list[dict]:
+    rows = []
+    for name in TARGETS:
+        try:
+            mod = get(name)
+            ok, reason = mod.available()
+            desc = mod.DESCRIPTION
+        except ImportError as e:  # the module itself could not import (a missing extra)
+            ok, reason, desc = False, f"import failed: {e}", ""
+        rows.append({"name": name, "available": ok, "reason": reason, "description": desc})
+    return rows

@@ -1,0 +1,316 @@
+"""The `edgeattn` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="edgeattn: compile attention models into edge artifacts, run and profile them.")
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    _state["debug"] = debug
+
+
+def _fail(e: BaseException) -> None:
+    if _state["debug"]:
+        raise e
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _guard(fn):
+    """Turn our errors (and bad user input) into one line on stderr and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from edgeattn.runtime.errors import EdgeAttnError
+
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except (EdgeAttnError, KeyError, ValueError, FileNotFoundError) as e:
+            _fail(e)
+
+    return wrapper
+
+
+@app.command("compile")
+@_guard
+def compile_cmd(
+    model: str = typer.Argument(..., help="Zoo name (deit-small, deit-small@384, ...), an .onnx file, or a local HF folder."),
+    target: str = typer.Option("ort", "--target", "-t", help="Target backend (see `edgeattn targets`)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact directory (default: artifacts/MODEL-TARGET)."),
+    pipeline: str = typer.Option("default", "--pipeline", "-p", help="Pass pipeline (see `edgeattn pipelines`)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace an existing artifact directory."),
+):
+    """Compile MODEL for a target into an artifact directory.
+
+    Examples:
+
+        edgeattn compile deit-small -o out/deit
+
+        edgeattn compile minilm-l6@512 --target ort -o out/minilm
+
+        edgeattn compile model.onnx -o out/mine --force
+    """
+    from edgeattn.compiler.compile import compile_model
+
+    output = output or Path("artifacts") / f"{model.replace('@', '_').replace('/', '_').rstrip('_')}-{target}"
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(f"compile {model}", total=None)
+        manifest = compile_model(model, target, output, pipeline=pipeline, force=force,
+                                 progress=lambda m: bar.update(task, description=f"compile {model}: {m}"))
+    _print_compile_summary(manifest, output)
+
+
+def _print_compile_summary(m: dict, output: Path) -> None:
+    t = Table(title=f"{m['model']} → {m['target']}  ({output})", show_header=True)
+    t.add_column("pass")
+    t.add_column("sites changed", justify="right")
+    for p in m["passes"]:
+        t.add_row(p["name"], str(p["count"]))
+    out.print(t)
+    att, acc = m["attention"], m["accuracy"]
+    out.print(f"attention: {att['sites']} sites found, {att['canonicalized']} canonicalized"
+              + (f", {len(att['unmatched'])} unmatched" if att["unmatched"] else ""))
+    for u in att["unmatched"]:
+        out.print(f"  [yellow]unmatched[/] {u['node']}: {u['reason']}")
+    line = f"accuracy vs {acc['reference']}: max abs error {acc['max_abs_error']:.3g}, cosine {acc['cosine']:.6f}"
+    if "top1" in acc:
+        line += f", top-1 {acc['top1']:.4f} (reference {acc['reference_top1']:.4f})"
+    out.print(line)
+
+
+def _parse_inputs(items: List[str]) -> dict:
+    import numpy as np
+
+    feeds = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise ValueError(f"bad --input '{item}' — use --input NAME=FILE.npy")
+        try:
+            feeds[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read input file {file} ({e}) — give a .npy file written by numpy.save") from None
+    return feeds
+
+
+@app.command("run")
+@_guard
+def run_cmd(
+    artifact: Path = typer.Argument(..., help="Artifact directory."),
+    input: List[str] = typer.Option([], "--input", "-i", help="NAME=FILE.npy; omit to use random example inputs."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Write outputs to this .npz file."),
+):
+    """Run an artifact once and print its outputs.
+
+    Examples:
+
+        edgeattn run out/deit --input pixel_values=img.npy
+
+        edgeattn run out/deit --save outputs.npz
+    """
+    import numpy as np
+
+    from edgeattn import runtime
+
+    sess = runtime.load(artifact)
+    feeds = _parse_inputs(input) if input else sess.example_feeds()
+    outputs = sess.run(feeds)
+    for name, value in outputs.items():
+        flat = value.ravel()
+        out.print(f"{name}: shape {tuple(value.shape)} {value.dtype}, first values {np.array2string(flat[:6], precision=5)}")
+    if save:
+        np.savez(save, **outputs)
+        out.print(f"saved {save}")
+
+
+@app.command("profile")
+@_guard
+def profile_cmd(
+    artifact: Path = typer.Argument(..., help="Artifact directory."),
+    runs: int = typer.Option(50, "--runs", "-n", min=1, help="Timed runs."),
+    warmup: int = typer.Option(5, "--warmup", "-w", min=0, help="Untimed warm-up runs."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Backend threads (default: all cores)."),
+    top: int = typer.Option(12, "--top", help="Per-op rows to show."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the report as CSV."),
+):
+    """Measure latency percentiles, throughput, peak memory and per-op time of an artifact.
+
+    Examples:
+
+        edgeattn profile out/deit --runs 100
+
+        edgeattn profile out/deit --json prof.json --csv prof.csv
+    """
+    from edgeattn import runtime
+    from edgeattn.runtime import report as report_io
+
+    sess = runtime.load(artifact, threads=threads)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("profile", total=warmup + runs)
+        rep = sess.benchmark(runs=runs, warmup=warmup, per_op=True,
+                             progress=lambda i, total: bar.update(task, completed=i, total=total))
+    print_profile(rep, top)
+    if json_path:
+        report_io.write_json(rep, json_path)
+    if csv_path:
+        report_io.write_csv(rep, csv_path)
+
+
+def print_profile(rep: dict, top: int = 12) -> None:
+    lat = rep["latency"]
+    t = Table(title=f"{rep['model']} on {rep['target']}: {rep['runs']} runs, {rep.get('threads')} threads")
+    for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "throughput /s", "peak RSS MB"):
+        t.add_column(col, justify="right")
+    t.add_row(f"{lat['p50_ms']:.2f}", f"{lat['p90_ms']:.2f}", f"{lat['p99_ms']:.2f}", f"{lat['mean_ms']:.2f}",
+              f"{rep['throughput_per_s']:.1f}", f"{rep['peak_rss_mb']:.0f}")
+    out.print(t)
+    if rep.get("ops"):
+        ops = Table(title="time per op type (profiled separately)")
+        for col in ("op", "calls", "total ms", "%"):
+            ops.add_column(col, justify="right" if col != "op" else "left")
+        for row in _by_op_type(rep["ops"])[:top]:
+            ops.add_row(row["op_type"], str(row["calls"]), f"{row['total_ms']:.2f}", f"{row['percent']:.1f}")
+        out.print(ops)
+
+
+def _by_op_type(rows: list[dict]) -> list[dict]:
+    agg: dict[str, dict] = {}
+    for r in rows:
+        a = agg.setdefault(r["op_type"], {"op_type": r["op_type"], "calls": 0, "total_ms": 0.0, "percent": 0.0})
+        a["calls"] += r.get("calls", 0)
+        a["total_ms"] += r.get("total_ms", 0.0)
+        a["percent"] += r.get("percent", 0.0)
+    return sorted(agg.values(), key=lambda a: -a["total_ms"])
+
+
+@app.command("inspect")
+@_guard
+def inspect_cmd(
+    model: str = typer.Argument(..., help="Zoo name, .onnx file, HF folder, or artifact directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+):
+    """List the attention sites of a model or artifact with their shapes and FLOPs.
+
+    Examples:
+
+        edgeattn inspect deit-small
+
+        edgeattn inspect out/deit --json
+    """
+    from edgeattn.compiler.inspect_sites import inspect_target
+
+    with err.status(f"inspecting {model}"):
+        info = inspect_target(model)
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    t = Table(title=f"attention sites of {info['model']}")
+    for col in ("#", "q (B,H,S,d)", "k", "v", "mask", "causal", "scale", "GFLOP"):
+        t.add_column(col)
+    for i, s in enumerate(info["sites"]):
+        gf = f"{s['flops'] / 1e9:.3f}" if s["flops"] is not None else "?"
+        t.add_row(str(i), str(s["q"]), str(s["k"]), str(s["v"]), s["mask"], "yes" if s["causal"] else "no",
+                  f"{s['scale']:.4g}" if s["scale"] else "default", gf)
+    out.print(t)
+    for u in info["unmatched"]:
+        out.print(f"[yellow]unmatched[/] {u['node']}: {u['reason']}")
+
+
+@app.command("targets")
+def targets_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List compile targets, whether each is available here, and why not.
+
+    Examples:
+
+        edgeattn targets
+
+        edgeattn targets --json
+    """
+    from edgeattn import targets
+
+    rows = targets.describe_all()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    t = Table(title="targets")
+    for col in ("target", "available", "detail", "description"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], "[green]yes[/]" if r["available"] else "[red]no[/]", r["reason"], r["description"])
+    out.print(t)
+
+
+@app.command("pipelines")
+def pipelines_cmd():
+    """List the pass pipelines and the passes they run.
+
+    Example:
+
+        edgeattn pipelines
+    """
+    from edgeattn import passes
+    from edgeattn.compiler.pipeline import PIPELINES
+
+    t = Table(title="pipelines")
+    t.add_column("pipeline")
+    t.add_column("passes")
+    for name, plist in PIPELINES.items():
+        t.add_row(name, " → ".join(plist) or "(export as is)")
+    out.print(t)
+    p = Table(title="passes")
+    p.add_column("pass")
+    p.add_column("what it does")
+    for name, desc in passes.DESCRIPTIONS.items():
+        p.add_row(name, desc)
+    out.print(p)
+
+
+@app.command("models")
+def models_cmd():
+    """List the built-in zoo models.
+
+    Example:
+
+        edgeattn models
+    """
+    from edgeattn.models.zoo import ZOO
+
+    t = Table(title="zoo (name@N selects resolution or sequence length)")
+    t.add_column("model")
+    t.add_column("builder")
+    for name, path in ZOO.items():
+        t.add_row(name, path)
+    out.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The compile driver: source → passes → target build → accuracy check → artifact (atomic)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeattn import targets
+from edgeattn.compiler import accuracy
+from edgeattn.compiler.errors import CompileError
+from edgeattn.compiler.frontend import Source, load_source
+from edgeattn.compiler.pipeline import attention_summary, run_pipeline
+from edgeattn.runtime import artifact
+from edgeattn.runtime.spec import TensorSpec
+
+Progress = Callable[[str], None]
+_VERSIONED = ["edgeattn", "torch", "onnx", "onnx-ir", "onnxscript", "onnxruntime", "transformers", "numpy"]
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def io_specs(values) -> list[dict]:
+    specs = []
+    for v in values:
+        shape = tuple(d if isinstance(d, int) else str(getattr(d, "value", d)) for d in (v.shape or ()))
+        specs.append(TensorSpec(v.name, np.dtype(v.dtype.numpy()).name, shape).to_dict())
+    return specs
+
+
+def compile_model(spec: str, target: str = "ort", out: Path | None = None, *, pipeline: str = "default",
+                  force: bool = False, progress: Progress | None = None, target_options: dict | None = None) -> dict:
+    """Compile `spec` for `target` into the artifact directory `out`; returns the manifest."""
+    say = progress or (lambda _msg: None)
+    tgt = targets.get(target)
+    ok, reason = tgt.available()
+    if not ok:
+        raise CompileError(f"target '{target}' is unavailable: {reason}")
+    if out is not None and out.exists() and not force:
+        raise CompileError(f"output directory {out} already exists", "pass --force to replace it or choose another -o")
+    t0 = time.perf_counter()
+    say("export" if not spec.endswith(".onnx") else "load")
+    src = load_source(spec)
+    reference_run = _reference_runner(src)
+    records = run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))
+    say(f"legalize for {target}")
+    legal = tgt.legalize(src.model)
+    manifest = {
+        "model": src.name, "source": src.kind, "target": target, "pipeline": pipeline,
+        "description": src.meta.get("description", ""), "weights": src.meta.get("weights", ""),
+        "inputs": io_specs(src.model.graph.inputs), "outputs": io_specs(src.model.graph.outputs),
+        "example_dims": src.example_dims,
+        "passes": [r.to_dict() for r in records],
+        "attention": {**attention_summary(records), "legalization": legal},
+        "versions": versions(),
+    }
+    if src.zoo_model is not None:
+        manifest["input_ranges"] = {s.name: [s.low, s.high] for s in src.zoo_model.inputs if not s.dtype.startswith("float")}
+    with tempfile.TemporaryDirectory(prefix="edgeattn-build-") as tmp:
+        work = Path(tmp)
+        say(f"build for {target}")
+        manifest.update(tgt.build(src.model, work, target_options or {}))
+        say("check accuracy against the reference")
+        manifest["accuracy"] = _measure_accuracy(src, manifest, work, reference_run)
+        manifest["compile_seconds"] = round(time.perf_counter() - t0, 2)
+        if out is not None:
+            files = {name: work / name for name in manifest["payload"].values()}
+            artifact.write_artifact(out, manifest, files, overwrite=force)
+    return manifest
+
+
+def _reference_runner(src: Source):
+    if src.zoo_model is not None:
+        return accuracy.torch_runner(src.zoo_model.module, [s.name for s in src.zoo_model.inputs]), "torch eager"
+    return accuracy.onnx_reference_runner(ir.to_proto(src.model).SerializeToString()), "onnxruntime, optimizations off, unrewritten graph"
+
+
+def _open_backend(work: Path, manifest: dict):
+    from edgeattn.runtime import backends
+
+    module = importlib.import_module(backends.BACKENDS[manifest["backend"]])
+    return module.open(work, manifest, threads=None)
+
+
+def _measure_accuracy(src: Source, manifest: dict, work: Path, reference) -> dict:
+    run_ref, ref_name = reference
+    backend = _open_backend(work, manifest)
+    names = [s["name"] for s in manifest["inputs"]]
+    feeds = _example_feeds(src, manifest)
+    result = accuracy.compare(run_ref(feeds), backend.run({n: feeds[n] for n in names}))
+    result["reference"] = ref_name
+    result["inputs"] = "seeded random example inputs, batch 1"
+    zm = src.zoo_model
+    if zm is not None and zm.evaluate_top1 is not None:
+        in_name = names[0]
+        result["top1"] = zm.evaluate_top1(lambda x: backend.run({in_name: x})[0])
+        result["reference_top1"] = zm.evaluate_top1(lambda x: run_ref({in_name: x})[0])
+        result["eval_data"] = "held-out split (fixed)"
+    return result
+
+
+def _example_feeds(src: Source, manifest: dict) -> dict:
+    if src.zoo_model is not None:
+        return src.zoo_model.example_feeds(seed=0)
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for spec in manifest["inputs"]:
+        shape = tuple(d if isinstance(d, int) else src.example_dims.get(d, 1) for d in spec["shape"])
+        dt = np.dtype(spec["dtype"])
+        feeds[spec["name"]] = (rng.standard_normal(shape).astype(dt) if dt.kind == "f"
+                               else (np.ones(shape, dt) if "mask" in spec["name"] else rng.integers(0, 2, shape).astype(dt)))
+    return feeds
+

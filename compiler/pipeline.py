@@ -1,0 +1,51 @@
+"""Pipelines are data: a named list of passes (with settings), listable from the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import onnx_ir as ir
+
+from edgeattn import passes
+
+PIPELINES: dict[str, list[str]] = {
+    # Exact rewrites only: fold, canonicalize attention, fold again.
+    "default": ["cleanup", "canonicalize-attention", "cleanup"],
+    # The export as is (for baselines and debugging).
+    "none": [],
+}
+
+
+@dataclass
+class PassRecord:
+    name: str
+    sites_changed: int
+    details: dict
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "count": self.sites_changed, "details": self.details}
+
+
+def run_pipeline(model: ir.Model, name: str = "default",
+                 on_pass: Callable[[str], None] | None = None) -> list[PassRecord]:
+    if name not in PIPELINES:
+        raise KeyError(f"unknown pipeline '{name}' — known pipelines: {', '.join(PIPELINES)}")
+    records = []
+    for pass_name in PIPELINES[name]:
+        if on_pass:
+            on_pass(pass_name)
+        p = passes.create(pass_name)
+        p(model)
+        records.append(PassRecord(pass_name, p.sites_changed, p.details))
+    return records
+
+
+def attention_summary(records: list[PassRecord]) -> dict:
+    """`sites` found and `canonicalized` (rewritten) from the canonicalization pass records."""
+    canon = [r for r in records if r.name == "canonicalize-attention"]
+    if not canon:
+        return {"sites": None, "canonicalized": 0, "already_canonical": None, "unmatched": []}
+    d = canon[0].details
+    return {"sites": d["sites"], "canonicalized": d["canonicalized"],
+            "already_canonical": d["already_canonical"], "unmatched": d["unmatched"]}
