@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import platform
 import tempfile
@@ -91,10 +90,9 @@ def _reference_runner(src: Source):
 
 
 def _open_backend(work: Path, manifest: dict):
-    from edgeattn.runtime import backends
+    from edgeattn.runtime.backends import get_backend
 
-    module = importlib.import_module(backends.BACKENDS[manifest["backend"]])
-    return module.open(work, manifest, threads=None)
+    return get_backend(manifest["backend"]).open(work, manifest, threads=None)
 
 
 def _measure_accuracy(src: Source, manifest: dict, work: Path, reference) -> dict:

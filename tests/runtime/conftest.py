@@ -31,7 +31,9 @@ def _model_bytes(with_mask: bool) -> bytes:
                   helper.make_node("Add", ["a", "mu"], ["s"], name="add")]
         last = "s"
     nodes.append(helper.make_node("Softmax", [last], ["y"], axis=-1, name="softmax"))
-    inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(np.array([-1], np.int64), "axes")]
+    inits = [numpy_helper.from_array(W, "W")]
+    if with_mask:
+        inits.append(numpy_helper.from_array(np.array([-1], np.int64), "axes"))
     graph = helper.make_graph(nodes, "tiny", inputs,
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])],
                               initializer=inits)

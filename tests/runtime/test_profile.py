@@ -63,6 +63,7 @@ def test_parse_trace_aggregates():
 
 
 def test_writers(report, tmp_path):
+    tmp_path = tmp_path / "reports"
     jp = write_json(report, tmp_path / "out" / "r.json")
     assert json.loads(jp.read_text())["latency"]["p50_ms"] == report["latency"]["p50_ms"]
     cp = write_csv(report, tmp_path / "r.csv")

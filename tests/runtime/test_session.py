@@ -112,3 +112,22 @@ def test_closed_session_refuses_run(artifact):
         feeds = s.example_feeds()
     with pytest.raises(InputError, match="closed"):
         s.run(feeds)
+
+
+def test_validation_is_cheap(mask_artifact):
+    import time
+    s = load(mask_artifact)
+    feeds = s.example_feeds()
+    t0 = time.perf_counter()
+    for _ in range(1000):
+        validate_feeds(s.inputs, feeds)
+    mean_ms = (time.perf_counter() - t0)  # seconds per 1000 calls == ms per call
+    assert mean_ms < 0.5  # ≤1% of a 50 ms model, far under the 3% overhead budget
+
+
+def test_missing_onnxruntime_is_a_clear_error(monkeypatch, artifact):
+    import sys
+    from edgeattn.runtime import BackendUnavailable
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(BackendUnavailable, match="pip install onnxruntime"):
+        load(artifact)
