@@ -1,0 +1,166 @@
+"""End-to-end: `edgeattn compile → run → profile → inspect` through the real CLI, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+CLI = [sys.executable, "-m", "edgeattn.compiler.cli"]
+
+
+def edgeattn(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def _tiny_attention_onnx(path: Path) -> Path:
+    """x → q,k,v projections → decomposed SDPA (opset 18) with a symbolic batch."""
+    rng = np.random.default_rng(0)
+    h, s, d = 2, 5, 4
+    w = {n: numpy_helper.from_array(rng.standard_normal((h * d, h * d)).astype(np.float32), n) for n in ("wq", "wk", "wv")}
+    shape4 = numpy_helper.from_array(np.array([0, s, h, d], np.int64), "shape4")
+    shape3 = numpy_helper.from_array(np.array([0, s, h * d], np.int64), "shape3")
+    c = numpy_helper.from_array(np.array(d ** -0.5, np.float32), "c")
+    nodes = []
+    for n in ("q", "k", "v"):
+        nodes += [helper.make_node("MatMul", ["x", "w" + n], [n + "0"]),
+                  helper.make_node("Reshape", [n + "0", "shape4"], [n + "1"]),
+                  helper.make_node("Transpose", [n + "1"], [n], perm=[0, 2, 1, 3])]
+    nodes += [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+              helper.make_node("MatMul", ["q", "kt"], ["s0"]), helper.make_node("Mul", ["s0", "c"], ["s1"]),
+              helper.make_node("Softmax", ["s1"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "v"], ["o"]),
+              helper.make_node("Transpose", ["o"], ["o1"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["o1", "shape3"], ["y"])]
+    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", s, h * d])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", s, h * d])],
+                          [*w.values(), shape4, shape3, c])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    onnx.save(m, path)
+    return path
+
+
+def _one_error_line(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("cli")
+    model = _tiny_attention_onnx(tmp / "tiny.onnx")
+    r = edgeattn("compile", str(model), "-o", str(tmp / "art"))
+    assert r.returncode == 0, r.stderr
+    return tmp / "art"
+
+
+def test_compile_onnx_file_manifest(onnx_artifact):
+    m = json.loads((onnx_artifact / "manifest.json").read_text())
+    assert m["format_version"] == 1 and m["target"] == "ort" and m["model"] == "tiny"
+    assert m["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 5, 8]}]
+    assert m["outputs"][0]["name"] == "y"
+    assert m["attention"]["sites"] == 1 and m["attention"]["canonicalized"] == 1
+    assert {p["name"]: p["count"] for p in m["passes"]}["canonicalize-attention"] == 1
+    assert m["accuracy"]["max_abs_error"] <= 1e-5 and m["accuracy"]["cosine"] > 0.99999
+    assert "optimizations off" in m["accuracy"]["reference"]
+    assert set(m["files"]) == {"model.onnx"} and len(m["files"]["model.onnx"]["sha256"]) == 64
+    assert m["versions"]["onnxruntime"] and m["versions"]["torch"]
+
+
+def test_run_profile_inspect(onnx_artifact, tmp_path):
+    x = np.random.default_rng(1).standard_normal((3, 5, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = edgeattn("run", str(onnx_artifact), "--input", f"x={tmp_path / 'x.npy'}", "--save", str(tmp_path / "y.npz"))
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "y.npz")["y"].shape == (3, 5, 8)
+    r = edgeattn("profile", str(onnx_artifact), "--runs", "20", "--json", str(tmp_path / "p.json"),
+                 "--csv", str(tmp_path / "p.csv"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "p.json").read_text())
+    lat = rep["latency"]
+    assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+    assert rep["throughput_per_s"] > 0 and rep["peak_rss_mb"] > 0
+    assert any(op["op_type"] == "Attention" for op in rep["ops"])
+    assert "p50" in r.stdout and (tmp_path / "p.csv").read_text().count("\n") > 3
+    r = edgeattn("inspect", str(onnx_artifact), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert len(info["sites"]) == 1 and info["sites"][0]["q"] == ["batch", 2, 5, 4]
+    assert info["sites"][0]["flops"] == 2 * 2 * 5 * 5 * (4 + 4)
+
+
+def test_targets_json():
+    r = edgeattn("targets", "--json")
+    assert r.returncode == 0
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["ort"]["available"] is True
+
+
+def test_help_has_examples():
+    for cmd in ("compile", "run", "profile", "inspect", "targets"):
+        r = edgeattn(cmd, "--help")
+        assert r.returncode == 0 and "Example" in r.stdout, cmd
+
+
+# --- bad input: one line, exit 2, nothing written ---------------------------------------------
+
+def test_unknown_zoo_name(tmp_path):
+    r = edgeattn("compile", "deit-smal", "-o", str(tmp_path / "o"))
+    _one_error_line(r, "unknown zoo model 'deit-smal'", "deit-small")
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_and_corrupt_onnx(tmp_path):
+    _one_error_line(edgeattn("compile", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o")), "not found")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage-not-a-protobuf" * 10)
+    _one_error_line(edgeattn("compile", str(bad), "-o", str(tmp_path / "o")), "not a valid ONNX model")
+    assert not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o")]  # no temp dirs left
+
+
+def test_unknown_target(tmp_path, onnx_artifact):
+    r = edgeattn("compile", str(onnx_artifact.parent / "tiny.onnx"), "--target", "tpu", "-o", str(tmp_path / "o"))
+    _one_error_line(r, "unknown target 'tpu'", "ort")
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_output_needs_force(onnx_artifact):
+    r = edgeattn("compile", str(onnx_artifact.parent / "tiny.onnx"), "-o", str(onnx_artifact))
+    _one_error_line(r, "already exists", "--force")
+
+
+def test_wrong_input_name_and_shape(onnx_artifact, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 6, 8), np.float32))
+    _one_error_line(edgeattn("run", str(onnx_artifact), "--input", f"x={tmp_path / 'x.npy'}"), "(batch, 5, 8)")
+    _one_error_line(edgeattn("run", str(onnx_artifact), "--input", f"pixels={tmp_path / 'x.npy'}"), "pixels")
+    np.save(tmp_path / "xi.npy", np.zeros((1, 5, 8), np.int64))
+    _one_error_line(edgeattn("run", str(onnx_artifact), "--input", f"x={tmp_path / 'xi.npy'}"), "float32")
+
+
+def test_tampered_artifact_is_refused(onnx_artifact, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(onnx_artifact, copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    _one_error_line(edgeattn("profile", str(copy), "--runs", "1"), "SHA-256")
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = edgeattn("--debug", "compile", str(tmp_path / "nope.onnx"))
+    assert r.returncode != 0 and "Traceback" in r.stderr
