@@ -7,7 +7,6 @@ Export uses torch.onnx.export(dynamo=True); the batch dimension is exported symb
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from edgeattn.compiler.errors import ModelInputError
+from edgeattn.compiler.errors import CompileError, ModelInputError
 from edgeattn.models import zoo
 
 DEFAULT_OPSET = 20
@@ -90,7 +89,8 @@ def _from_hf_folder(path: Path, opset: int) -> Source:
         zm = build_from_folder(path)
     except Exception as e:
         raise ModelInputError(f"cannot load the Hugging Face model in {path}: {e}") from None
-    return Source(path.name, export_torch(zm, opset), "hf-folder", zm, dict(zm.example_dims), {"description": zm.description})
+    return Source(path.name, export_torch(zm, opset), "hf-folder", zm, dict(zm.example_dims),
+                  {"description": zm.description, "weights": zm.weights})
 
 
 def export_torch(zm, opset: int = DEFAULT_OPSET) -> ir.Model:
@@ -100,11 +100,19 @@ def export_torch(zm, opset: int = DEFAULT_OPSET) -> ir.Model:
     feeds = zm.example_feeds(dims={"batch": 2})  # batch 2 so export does not specialise it to 1
     args = tuple(torch.from_numpy(feeds[s.name]) for s in zm.inputs)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic = {s.name: {0: batch} for s in zm.inputs if s.shape and s.shape[0] == "batch"}
+    # A tuple (one entry per positional arg) works for modules with *args as well as named ones.
+    dynamic = tuple({0: batch} if s.shape and s.shape[0] == "batch" else None for s in zm.inputs)
     with warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(zm.module, args, dynamo=True, opset_version=opset, input_names=[s.name for s in zm.inputs],
-                                    output_names=zm.output_names, dynamic_shapes=dynamic, verbose=False)
+        try:
+            program = torch.onnx.export(zm.module, args, dynamo=True, opset_version=opset,
+                                        input_names=[s.name for s in zm.inputs], output_names=zm.output_names,
+                                        dynamic_shapes=dynamic, verbose=False)
+        except Exception as e:  # the exporter wraps everything in its own long multi-line errors
+            cause = e.__cause__ or e
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            raise CompileError(f"torch.onnx.export failed for {zm.name}: {first}",
+                               "export the model to ONNX yourself and pass the .onnx file") from e
     model = program.model  # already an onnx_ir.Model
     for v in model.graph.inputs:  # name the batch dim as in our specs
         if v.shape is not None and len(v.shape) and not isinstance(v.shape[0], int):
@@ -128,10 +136,3 @@ class _quiet:
         self._stack.close()
         return False
 
-
-def save_json(obj: dict, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2))
-
-
-def to_numpy_dtype(dtype: ir.DataType) -> str:
-    return np.dtype(dtype.numpy()).name

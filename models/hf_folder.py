@@ -23,21 +23,30 @@ def build_from_folder(path: Path, seq: int = 128) -> ZooModel:
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
 
-    class Hidden(torch.nn.Module):
-        def __init__(self, inner, kw):
+    class Vision(torch.nn.Module):
+        def __init__(self, inner):
             super().__init__()
-            self.inner, self.kw = inner, kw
+            self.inner = inner
 
-        def forward(self, *args):
-            return self.inner(**dict(zip(self.kw, args))).last_hidden_state
+        def forward(self, pixel_values):
+            return self.inner(pixel_values=pixel_values).last_hidden_state
+
+    class Text(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     if getattr(cfg, "image_size", None) and getattr(cfg, "num_channels", None):
         n = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
         inputs = [InputSpec("pixel_values", "float32", ("batch", cfg.num_channels, n, n))]
+        wrapped = Vision(model).eval()
     else:
         vocab = getattr(cfg, "vocab_size", 1000)
         inputs = [InputSpec("input_ids", "int64", ("batch", seq), 0, vocab),
                   InputSpec("attention_mask", "int64", ("batch", seq), 1, 2)]
-    wrapped = Hidden(model, [s.name for s in inputs]).eval()
+        wrapped = Text(model).eval()
     return ZooModel(path.name, wrapped, inputs, ["last_hidden_state"],
                     f"{type(model).__name__} from {path}", weights=weights)

@@ -1,0 +1,67 @@
+"""Frontend inputs: zoo specs, local Hugging Face folders, ONNX files that already hold Attention."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeattn.compiler.compile import compile_model
+from edgeattn.compiler.errors import ModelInputError
+from edgeattn.compiler.frontend import load_source
+from edgeattn.models import zoo
+
+
+def test_zoo_spec_parsing():
+    assert zoo.parse_spec("deit-small") == ("deit-small", None)
+    assert zoo.parse_spec("deit-small@384") == ("deit-small", 384)
+    with pytest.raises(zoo.UnknownModelError, match="choose one of"):
+        zoo.parse_spec("resnet50")
+    with pytest.raises(zoo.UnknownModelError, match="positive integer"):
+        zoo.parse_spec("deit-small@big")
+
+
+def test_bad_resolution_is_a_clear_error():
+    with pytest.raises(ModelInputError, match="multiple of the patch size"):
+        load_source("vit-tiny@100")
+
+
+def _save_tiny_bert(folder):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=120)
+    BertModel(cfg).save_pretrained(folder)
+
+
+def test_hf_folder_compiles(tmp_path):
+    _save_tiny_bert(tmp_path / "bert")
+    m = compile_model(str(tmp_path / "bert"), "ort", tmp_path / "art")
+    assert m["source"] == "hf-folder" and m["weights"].startswith("from")
+    assert m["attention"]["sites"] == 2 and m["attention"]["canonicalized"] == 2
+    assert m["accuracy"]["max_abs_error"] <= 1e-4
+    assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask"]
+
+
+def test_folder_without_config(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelInputError, match="without config.json"):
+        load_source(str(tmp_path / "empty"))
+
+
+def test_onnx_with_attention_already(tmp_path):
+    """A dynamo export at opset 23 writes Attention itself: counted as already canonical."""
+    import torch
+    import onnx_ir as ir
+
+    class Block(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    x = torch.randn(1, 2, 6, 4)
+    prog = torch.onnx.export(Block(), (x, x, x), dynamo=True, opset_version=23, verbose=False)
+    path = tmp_path / "sdpa23.onnx"
+    ir.save(prog.model, path)
+    m = compile_model(str(path), "ort", tmp_path / "art")
+    att = m["attention"]
+    assert att["sites"] == 1 and att["already_canonical"] == 1 and att["canonicalized"] == 0
+    assert m["accuracy"]["max_abs_error"] <= 1e-6
