@@ -304,6 +304,64 @@ def models_cmd():
     out.print(t)
 
 
+@app.command("bench")
+@_guard
+def bench_cmd(
+    model: str = typer.Argument(..., help="Zoo name, .onnx file or HF folder."),
+    targets_: str = typer.Option("ort", "--targets", help="Comma-separated targets to compile and time."),
+    precision: str = typer.Option("fp32", "--precision", help="Comma-separated precisions (fp32, bf16)."),
+    baselines: bool = typer.Option(False, "--baselines", help="Also time ORT's transformers optimizer and OpenVINO on the plain export."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default: bench/MODEL)."),
+    rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds."),
+    runs: int = typer.Option(10, "--runs", min=1, help="Runs per candidate per round."),
+    threads: int = typer.Option(2, "--threads", min=1, help="Threads per backend."),
+):
+    """Compile MODEL for several targets and time them against torch eager and plain ORT.
+
+    Each candidate runs in its own process; rounds are interleaved so machine drift hits all
+    alike. Writes bench.json, bench.csv and a self-contained bench.html with plots.
+
+    Examples:
+
+        edgeattn bench deit-small --targets ort
+
+        edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,bf16 --baselines
+    """
+    from edgeattn.compiler.bench import run_bench
+
+    output = output or Path("bench") / model.replace("@", "_").replace("/", "_")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(f"bench {model}", total=None)
+        result = run_bench(model, [t.strip() for t in targets_.split(",") if t.strip()],
+                           [p.strip() for p in precision.split(",") if p.strip()], output, baselines=baselines,
+                           rounds=rounds, per_round=runs, threads=threads,
+                           say=lambda m: bar.update(task, description=f"bench {model}: {m}"))
+    print_bench(result)
+    out.print(f"wrote {output / 'bench.json'}, bench.csv, bench.html")
+
+
+def print_bench(result: dict) -> None:
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in result["gemm_peak_gflops"].items())
+    t = Table(title=f"{result['model']}: {result['gflop']:.2f} GFLOP, batch 1, {result['threads']} threads "
+                    f"(GEMM peak GFLOP/s: {peaks})")
+    cols = ("candidate", "prec", "best ms", "p50 ms", "p90 ms", "/s", "× torch", "× ORT plain", "GFLOP/s", "% peak",
+            "max|err|", "cosine")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("candidate", "prec") else "right")
+
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    for r in result["rows"]:
+        t.add_row(r["candidate"], r["precision"], f(r["best_ms"], ".2f"), f(r["p50_ms"], ".2f"), f(r["p90_ms"], ".2f"),
+                  f(r["throughput_per_s"], ".1f"), f(r["speedup_vs_torch"], ".2f"), f(r["speedup_vs_ort_plain"], ".2f"),
+                  f(r["gflops_per_s"], ".0f"), f(r["fraction_of_peak"] and 100 * r["fraction_of_peak"], ".0f"),
+                  f(r["max_abs_error"], ".1e"), f(r["cosine"], ".6f"))
+    out.print(t)
+    for n in result["notes"]:
+        out.print(f"[yellow]note[/] {n}")
+
+
 def main() -> None:
     try:
         app()

@@ -46,21 +46,35 @@ def compile_model(spec: str, target: str = "ort", out: Path | None = None, *, pi
                   force: bool = False, progress: Progress | None = None, target_options: dict | None = None) -> dict:
     """Compile `spec` for `target` into the artifact directory `out`; returns the manifest."""
     say = progress or (lambda _msg: None)
+    _check_target_and_output(target, out, force)
+    say("export" if not spec.endswith(".onnx") else "load")
+    return compile_source(load_source(spec), target, out, pipeline=pipeline, force=force, progress=progress,
+                          target_options=target_options)
+
+
+def _check_target_and_output(target: str, out: Path | None, force: bool):
     tgt = targets.get(target)
     ok, reason = tgt.available()
     if not ok:
         raise CompileError(f"target '{target}' is unavailable: {reason}")
     if out is not None and out.exists() and not force:
         raise CompileError(f"output directory {out} already exists", "pass --force to replace it or choose another -o")
+    return tgt
+
+
+def compile_source(src: Source, target: str, out: Path | None = None, *, pipeline: str = "default",
+                   force: bool = False, progress: Progress | None = None, target_options: dict | None = None) -> dict:
+    """Compile an already loaded source (its graph is rewritten in place: pass a clone to reuse it)."""
+    say = progress or (lambda _msg: None)
+    tgt = _check_target_and_output(target, out, force)
     t0 = time.perf_counter()
-    say("export" if not spec.endswith(".onnx") else "load")
-    src = load_source(spec)
     reference_run = _reference_runner(src)
     records = run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))
     say(f"legalize for {target}")
     legal = tgt.legalize(src.model)
     manifest = {
         "model": src.name, "source": src.kind, "target": target, "pipeline": pipeline,
+        "precision": (target_options or {}).get("precision", "fp32"),
         "description": src.meta.get("description", ""), "weights": src.meta.get("weights", ""),
         "inputs": io_specs(src.model.graph.inputs), "outputs": io_specs(src.model.graph.outputs),
         "example_dims": src.example_dims,

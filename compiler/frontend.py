@@ -33,6 +33,11 @@ class Source:
     example_dims: dict[str, int] = field(default_factory=lambda: {"batch": 1})
     meta: dict = field(default_factory=dict)
 
+    def clone(self) -> "Source":
+        """A copy whose graph can be rewritten without touching this one."""
+        model = ir.from_proto(ir.to_proto(self.model))
+        return Source(self.name, model, self.kind, self.zoo_model, dict(self.example_dims), dict(self.meta))
+
 
 def load_source(spec: str, opset: int = DEFAULT_OPSET) -> Source:
     path = Path(spec)

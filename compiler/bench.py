@@ -1,0 +1,179 @@
+"""`edgeattn bench`: compile a model for several targets, check each against the reference,
+time each in its own process with interleaved rounds, and report against torch eager, plain
+ONNX Runtime on the unmodified export, and the machine's GEMM peak."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgeattn import targets
+from edgeattn.compiler.compile import compile_source
+from edgeattn.compiler.errors import CompileError
+from edgeattn.compiler.flops import graph_flops
+from edgeattn.compiler.frontend import Source, load_source
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Candidate:
+    label: str
+    target: str
+    precision: str
+    cmd: list[str]
+    kind: str = "edgeattn"  # "edgeattn" | "baseline"
+    accuracy: dict = field(default_factory=dict)
+    times_ms: list[float] = field(default_factory=list)
+    round_medians: list[float] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+
+
+def _worker_cmd(artifact: Path, threads: int) -> list[str]:
+    return [sys.executable, "-m", "edgeattn.runtime.worker", str(artifact), "--threads", str(threads)]
+
+
+def _artifact(src: Source, target: str, out: Path, pipeline: str, options: dict, label: str, kind: str,
+              threads: int) -> Candidate:
+    m = compile_source(src.clone(), target, out, pipeline=pipeline, force=True, target_options=options)
+    return Candidate(label, target, m["precision"], _worker_cmd(out, threads), kind, m["accuracy"])
+
+
+def _ort_transformers_optimizer(src: Source, out: Path, threads: int) -> Candidate:
+    """What an ORT user does by hand: onnxruntime.transformers.optimizer on the plain export."""
+    import onnx_ir as ir
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    plain = out.parent / "plain-export.onnx"
+    ir.save(src.model, plain)
+    model_type = "vit" if src.model.graph.inputs[0].name == "pixel_values" else "bert"
+    opt = optimize_model(str(plain), model_type=model_type, num_heads=0, hidden_size=0, opt_level=1)
+    opt_path = out.parent / "ort-optimized.onnx"
+    opt.save_model_to_file(str(opt_path))
+    optimized = Source(src.name, ir.load(opt_path), "onnx", src.zoo_model, dict(src.example_dims), dict(src.meta))
+    return _artifact(optimized, "ort", out, "none", {}, "ORT + transformers optimizer", "baseline", threads)
+
+
+def plan_candidates(src: Source, spec: str, target_names: list[str], precisions: list[str], work: Path,
+                    baselines: bool, threads: int, say: Say) -> tuple[list[Candidate], list[str]]:
+    """Compile everything to time; returns the candidates and notes on what was skipped and why."""
+    cands, notes = [], []
+    if src.zoo_model is not None or src.kind == "hf-folder":
+        cands.append(Candidate("torch eager", "torch", "fp32",
+                               [sys.executable, "-m", "edgeattn.compiler.torch_worker", spec, "--threads", str(threads)],
+                               "baseline", {"max_abs_error": 0.0, "cosine": 1.0, "reference": "itself"}))
+    say("baseline: ORT on the plain export")
+    cands.append(_artifact(src, "ort", work / "ort-plain", "none", {}, "ORT plain export", "baseline", threads))
+    for t in target_names:
+        mod = targets.get(t)
+        ok, reason = mod.available()
+        if not ok:
+            notes.append(f"{t}: skipped ({reason})")
+            continue
+        supported = getattr(mod, "PRECISIONS", ("fp32",))
+        for p in precisions:
+            if p not in supported:
+                notes.append(f"{t} {p}: skipped (target supports {', '.join(supported)})")
+                continue
+            say(f"compile for {t} {p}")
+            cands.append(_artifact(src, t, work / f"{t}-{p}", "default", {"precision": p}, f"edgeattn {t}", "edgeattn", threads))
+    if baselines:
+        say("baseline: ORT transformers optimizer")
+        try:
+            cands.append(_ort_transformers_optimizer(src, work / "ort-optimizer", threads))
+        except Exception as e:  # the optimizer is a best-effort baseline: say why it is missing
+            notes.append(f"ORT transformers optimizer: skipped ({str(e).splitlines()[0]})")
+        if "openvino" in targets.TARGETS and targets.get("openvino").available()[0]:
+            say("baseline: OpenVINO on the plain export")
+            cands.append(_artifact(src, "openvino", work / "openvino-plain", "none", {"precision": "fp32"},
+                                   "OpenVINO plain export", "baseline", threads))
+    return cands, notes
+
+
+def time_interleaved(cands: list[Candidate], rounds: int, per_round: int, warmup: int, say: Say) -> None:
+    """One process per candidate; each round asks every worker in turn for `per_round` runs."""
+    procs = []
+    try:
+        for c in cands:
+            p = subprocess.Popen(c.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            procs.append(p)
+            _ready(p, c)
+        for c, p in zip(cands, procs):
+            _ask(p, warmup)
+        for r in range(rounds):
+            say(f"round {r + 1}/{rounds}")
+            for c, p in zip(cands, procs):
+                reply = _ask(p, per_round)
+                c.times_ms += reply["times_ms"]
+                c.round_medians.append(statistics.median(reply["times_ms"]))
+                c.peak_rss_mb = reply["peak_rss_mb"]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                p.stdin.flush()
+                p.wait(timeout=30)
+
+
+def _ready(p: subprocess.Popen, c: Candidate) -> None:
+    line = p.stdout.readline()
+    if not line:
+        err = p.stderr.read().strip().splitlines()
+        raise CompileError(f"worker for {c.label} failed to start: {err[-1] if err else 'no output'}")
+
+
+def _ask(p: subprocess.Popen, n: int) -> dict:
+    p.stdin.write(json.dumps({"cmd": "run", "n": n}) + "\n")
+    p.stdin.flush()
+    return json.loads(p.stdout.readline())
+
+
+def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch: int) -> list[dict]:
+    by_label = {c.label: c for c in cands}
+    torch_best = min(by_label["torch eager"].round_medians) if "torch eager" in by_label else None
+    ort_best = min(by_label["ORT plain export"].round_medians)
+    rows = []
+    for c in cands:
+        best = min(c.round_medians)
+        gflops = flops / (best / 1e3) / 1e9
+        peak = peaks.get(c.precision)
+        rows.append({
+            "candidate": c.label, "kind": c.kind, "target": c.target, "precision": c.precision,
+            "best_ms": best, "p50_ms": float(np.percentile(c.times_ms, 50)), "p90_ms": float(np.percentile(c.times_ms, 90)),
+            "throughput_per_s": batch * 1e3 / best,
+            "speedup_vs_torch": torch_best / best if torch_best else None, "speedup_vs_ort_plain": ort_best / best,
+            "gflops_per_s": gflops, "fraction_of_peak": gflops / peak if peak else None,
+            "max_abs_error": c.accuracy.get("max_abs_error"), "cosine": c.accuracy.get("cosine"),
+            "top1": c.accuracy.get("top1"), "peak_rss_mb": c.peak_rss_mb, "samples": len(c.times_ms),
+        })
+    return rows
+
+
+def run_bench(spec: str, target_names: list[str], precisions: list[str], out: Path, *, baselines: bool = False,
+              rounds: int = 5, per_round: int = 10, warmup: int = 3, threads: int = 2, say: Say | None = None) -> dict:
+    from edgeattn.compiler.peak import measure_gemm_peak
+
+    say = say or (lambda _m: None)
+    say(f"load {spec}")
+    src = load_source(spec)
+    dims = {**src.example_dims, "batch": 1}
+    flops = graph_flops(src.model, dims)
+    out.mkdir(parents=True, exist_ok=True)
+    cands, notes = plan_candidates(src, spec, target_names, precisions, out / "artifacts", baselines, threads, say)
+    say("measure GEMM peak")
+    peaks = measure_gemm_peak(threads)
+    time_interleaved(cands, rounds, per_round, warmup, say)
+    result = {"model": spec, "threads": threads, "batch": 1, "gflop": flops / 1e9, "gemm_peak_gflops": peaks,
+              "rounds": rounds, "per_round": per_round, "method": "min over rounds of each round's median; "
+              "one process per candidate, interleaved", "rows": summarize(cands, flops, peaks, 1), "notes": notes}
+    from edgeattn.compiler.bench_report import write_all
+
+    write_all(result, out)
+    return result

@@ -1,0 +1,86 @@
+"""Bench report writers: bench.json, bench.csv and a self-contained bench.html (plots inlined)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+COLUMNS = ["candidate", "kind", "target", "precision", "best_ms", "p50_ms", "p90_ms", "throughput_per_s",
+           "speedup_vs_torch", "speedup_vs_ort_plain", "gflops_per_s", "fraction_of_peak", "max_abs_error",
+           "cosine", "top1", "peak_rss_mb", "samples"]
+
+
+def write_all(result: dict, out: Path) -> None:
+    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    with open(out / "bench.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for row in result["rows"]:
+            w.writerow({k: row.get(k) for k in COLUMNS})
+    (out / "bench.html").write_text(render_html(result))
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _plots(rows: list[dict]) -> tuple[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['candidate']}\n{r['precision']}" for r in rows]
+    colors = ["#1f77b4" if r["kind"] == "edgeattn" else "#999999" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 3.6))
+    ax.bar(labels, [r["best_ms"] for r in rows], color=colors)
+    ax.set_ylabel("latency, ms (batch 1)")
+    ax.set_title("latency (edgeattn in blue, baselines in grey)")
+    ax.tick_params(axis="x", labelsize=8)
+    bar = _png(fig)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r, c in zip(rows, colors):
+        err = max(1.0 - (r["cosine"] if r["cosine"] is not None else 1.0), 1e-12)
+        ax.scatter(r["best_ms"], err, color=c, s=40)
+        ax.annotate(f"{r['candidate']} {r['precision']}", (r["best_ms"], err), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_yscale("log")
+    ax.set_xlabel("latency, ms")
+    ax.set_ylabel("1 − cosine to the reference (lower is better)")
+    ax.set_title("accuracy versus latency")
+    scatter = _png(fig)
+    plt.close(fig)
+    return bar, scatter
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def render_html(result: dict) -> str:
+    rows = result["rows"]
+    bar, scatter = _plots(rows)
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in COLUMNS) + "</tr>" for r in rows)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.get("notes", []))
+    peaks = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["gemm_peak_gflops"].items())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>edgeattn bench: {html.escape(result['model'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#eee}}</style></head><body>
+<h1>edgeattn bench: {html.escape(result['model'])}</h1>
+<p>{result['gflop']:.2f} GFLOP per inference at batch 1; {result['threads']} threads; GEMM peak here: {peaks}.
+Timing: {html.escape(result['method'])}; {result['rounds']} rounds × {result['per_round']} runs.</p>
+<table><tr>{head}</tr>{body}</table><ul>{notes}</ul>
+<img alt="latency" src="data:image/png;base64,{bar}"><br>
+<img alt="accuracy versus latency" src="data:image/png;base64,{scatter}">
+</body></html>"""

@@ -1,0 +1,36 @@
+"""`edgeattn bench` end to end on the small real model (few rounds: this checks the machinery,
+not the speed; speed claims live in tests/benchmarks)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from .test_cli import edgeattn
+
+
+def test_bench_digits_vit(tmp_path):
+    r = edgeattn("bench", "digits-vit", "--targets", "ort", "--rounds", "2", "--runs", "3", "-o", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "b" / "bench.json").read_text())
+    rows = {row["candidate"]: row for row in result["rows"]}
+    assert {"torch eager", "ORT plain export", "edgeattn ort"} <= set(rows)
+    ours = rows["edgeattn ort"]
+    assert ours["samples"] == 6 and ours["best_ms"] > 0 and ours["p50_ms"] <= ours["p90_ms"]
+    assert ours["max_abs_error"] <= 1e-4 and ours["top1"] >= 0.95
+    assert rows["ORT plain export"]["speedup_vs_ort_plain"] == 1.0
+    assert 0 < ours["fraction_of_peak"] < 1.5 and result["gemm_peak_gflops"]["fp32"] > 1
+    assert result["gflop"] > 0.01
+    with open(tmp_path / "b" / "bench.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    page = (tmp_path / "b" / "bench.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "edgeattn ort" in page
+    assert "× torch" in r.stdout or "torch" in r.stdout
+
+
+def test_bench_unknown_target_precision_note(tmp_path):
+    r = edgeattn("bench", "digits-vit", "--targets", "ort", "--precision", "fp32,bf16", "--rounds", "1", "--runs", "1",
+                 "-o", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    notes = json.loads((tmp_path / "b" / "bench.json").read_text())["notes"]
+    assert any("ort bf16: skipped" in n for n in notes)
