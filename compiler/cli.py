@@ -58,6 +58,7 @@ def compile_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact directory (default: artifacts/MODEL-TARGET)."),
     pipeline: str = typer.Option("default", "--pipeline", "-p", help="Pass pipeline (see `edgeattn pipelines`)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing artifact directory."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 where the target supports it (see `edgeattn targets`)."),
 ):
     """Compile MODEL for a target into an artifact directory.
 
@@ -68,6 +69,8 @@ def compile_cmd(
         edgeattn compile minilm-l6@512 --target ort -o out/minilm
 
         edgeattn compile model.onnx -o out/mine --force
+
+        edgeattn compile deit-small --target openvino --precision bf16 -o out/deit-ov
     """
     from edgeattn.compiler.compile import compile_model
 
@@ -75,6 +78,7 @@ def compile_cmd(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task(f"compile {model}", total=None)
         manifest = compile_model(model, target, output, pipeline=pipeline, force=force,
+                                 target_options={"precision": precision},
                                  progress=lambda m: bar.update(task, description=f"compile {model}: {m}"))
     _print_compile_summary(manifest, output)
 
@@ -95,6 +99,8 @@ def _print_compile_summary(m: dict, output: Path) -> None:
     if "top1" in acc:
         line += f", top-1 {acc['top1']:.4f} (reference {acc['reference_top1']:.4f})"
     out.print(line)
+    if m.get("precision_note"):
+        out.print(f"[yellow]note[/] {m['precision_note']}")
 
 
 def _parse_inputs(items: List[str]) -> dict:
@@ -230,11 +236,15 @@ def inspect_cmd(
         t.add_column(col)
     for i, s in enumerate(info["sites"]):
         gf = f"{s['flops'] / 1e9:.3f}" if s["flops"] is not None else "?"
-        t.add_row(str(i), str(s["q"]), str(s["k"]), str(s["v"]), s["mask"], "yes" if s["causal"] else "no",
+        t.add_row(str(i), _shape(s["q"]), _shape(s["k"]), _shape(s["v"]), s["mask"], "yes" if s["causal"] else "no",
                   f"{s['scale']:.4g}" if s["scale"] else "default", gf)
     out.print(t)
     for u in info["unmatched"]:
         out.print(f"[yellow]unmatched[/] {u['node']}: {u['reason']}")
+
+
+def _shape(dims: list) -> str:
+    return "(" + ", ".join(str(d) for d in dims) + ")"
 
 
 @app.command("targets")

@@ -67,6 +67,10 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
     """Compile an already loaded source (its graph is rewritten in place: pass a clone to reuse it)."""
     say = progress or (lambda _msg: None)
     tgt = _check_target_and_output(target, out, force)
+    precision = (target_options or {}).get("precision", "fp32")
+    supported = getattr(tgt, "PRECISIONS", ("fp32",))
+    if precision not in supported:
+        raise CompileError(f"target '{target}' does not support precision {precision}", f"use one of: {', '.join(supported)}")
     t0 = time.perf_counter()
     reference_run = _reference_runner(src)
     records = run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))
@@ -74,7 +78,7 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
     legal = tgt.legalize(src.model)
     manifest = {
         "model": src.name, "source": src.kind, "target": target, "pipeline": pipeline,
-        "precision": (target_options or {}).get("precision", "fp32"),
+        "precision": precision,
         "description": src.meta.get("description", ""), "weights": src.meta.get("weights", ""),
         "inputs": io_specs(src.model.graph.inputs), "outputs": io_specs(src.model.graph.outputs),
         "example_dims": src.example_dims,

@@ -13,11 +13,13 @@ import importlib
 PASSES: dict[str, str] = {
     "cleanup": "edgeattn.passes.cleanup:Cleanup",
     "canonicalize-attention": "edgeattn.passes.canonicalize_attention:CanonicalizeAttention",
+    "decompose-attention": "edgeattn.passes.decompose_attention:DecomposeAttention",
 }
 
 DESCRIPTIONS: dict[str, str] = {
     "cleanup": "constant folding, dead-code elimination, shape inference",
     "canonicalize-attention": "every attention block → ONNX Attention (opset 23), exact",
+    "decompose-attention": "ONNX Attention (4-D) → MatMul/Softmax/MatMul for targets without it, exact",
 }
 
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from onnxscript.rewriter._basics import MatchingTracer, MatchResult
+from onnxscript.rewriter._basics import MatchResult
 
 from edgeattn.passes._opset import ensure_opset
+from edgeattn.passes._rules import failure_reasons
 
 ATTENTION_OPSET = 23
 # Anything at or below this is treated as "minus infinity" in an additive mask.
@@ -43,6 +44,18 @@ def _const_array(value: ir.Value | None) -> np.ndarray | None:
     if value is None or value.const_value is None:
         return None
     return value.const_value.numpy()
+
+
+def _mask_values(value: ir.Value | None) -> np.ndarray | None:
+    """The constant values of a mask, also through an Expand (which only repeats them): with a
+    symbolic batch the exporter broadcasts a constant mask to (batch, 1, q, kv) at run time."""
+    arr = _const_array(value)
+    if arr is not None or value is None:
+        return arr
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Expand":
+        return _const_array(producer.inputs[0])
+    return None
 
 
 def _is_causal_mask(mask: np.ndarray, boolean: bool) -> bool:
@@ -141,13 +154,13 @@ class AttentionRule(pattern.RewriteRuleClassBase):
             cond = producer.inputs[0]
             if (zero is not None and neg is not None and zero.size == 1 and neg.size == 1
                     and float(zero.reshape(())) == 0.0 and float(neg.reshape(())) <= _NEG_INF_THRESHOLD):
-                cond_arr = _const_array(cond)
+                cond_arr = _mask_values(cond)
                 if cond_arr is not None and _is_causal_mask(cond_arr, boolean=True):
                     return ("causal", None)
                 if cond_arr is not None and cond_arr.all():
                     return ("none", None)
                 return ("bool", cond)
-        arr = _const_array(mask)
+        arr = _mask_values(mask)
         if arr is not None:
             if not np.any(arr):
                 return ("none", None)
@@ -231,14 +244,7 @@ class CanonicalizeAttention(ir.passes.InPlacePass):
 
     def _explain(self, model: ir.Model, leftover: list[ir.Node]) -> list[dict]:
         """Re-run the rule with a tracer (no changes) to collect why each leftover site failed."""
-        tracer = MatchingTracer()
-        self.rules.apply_to_model(model, tracer=tracer)
-        reasons: dict[int, str] = {}
-        for infos in tracer.best_matches_map.values():
-            for info in infos:
-                reason = info.match_result.reason or info.status.name.lower()
-                for n in info.match_result.nodes:
-                    reasons.setdefault(id(n), reason)
+        reasons = failure_reasons(self.rules, model)
         out = []
         for node in leftover:
             reason = reasons.get(id(node), "no MatMul(Softmax(MatMul(q, kᵀ)), v) structure around this Softmax")

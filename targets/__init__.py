@@ -15,6 +15,7 @@ from types import ModuleType
 
 TARGETS: dict[str, str] = {
     "ort": "edgeattn.targets.ort",
+    "openvino": "edgeattn.targets.openvino",
 }
 
 

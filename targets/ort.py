@@ -10,6 +10,7 @@ NAME = "ort"
 DESCRIPTION = "ONNX Runtime, CPU execution provider (in-process)"
 RUNTIME_BACKEND = "ort"
 PAYLOAD = "model.onnx"
+PRECISIONS = ("fp32",)
 # Ops of the canonical graph this backend runs natively.
 _NATIVE = {("", "Attention")}
 

@@ -15,7 +15,8 @@ from types import ModuleType
 
 from ..errors import ArtifactError
 
-BACKENDS: dict[str, str] = {"ort": "edgeattn.runtime.backends.ort"}
+BACKENDS: dict[str, str] = {"ort": "edgeattn.runtime.backends.ort",
+                            "openvino": "edgeattn.runtime.backends.openvino"}
 
 
 def get_backend(name: str) -> ModuleType:

@@ -68,16 +68,28 @@ def canonical_vs_plain(model: str, work: Path, rounds: int) -> dict:
             "speedup": ms["plain"] / ms["canonical"], "max_abs_diff": diff}
 
 
-def session_overhead(model: str, work: Path, rounds: int) -> dict:
+def session_overhead(model: str, work: Path, pairs: int) -> dict:
+    """Alternate single calls (raw, session, raw, ...) so drift hits both; compare medians."""
     art = work / f"{model}-art"
     if not art.exists():
         compile_model(model, "ort", art, force=True)
     sess = runtime.load(art, threads=THREADS)
     raw = ort_session(art / "model.onnx")
     feeds = sess.example_feeds()
-    ms = interleaved({"raw": lambda: raw.run(None, feeds), "session": lambda: sess.run(feeds)}, rounds, 10)
-    return {"model": model, "raw_ms": ms["raw"], "session_ms": ms["session"],
-            "overhead_pct": 100 * (ms["session"] / ms["raw"] - 1)}
+    for _ in range(5):
+        raw.run(None, feeds), sess.run(feeds)
+    t_raw, t_sess = [], []
+    for _ in range(pairs):
+        t0 = time.perf_counter()
+        raw.run(None, feeds)
+        t1 = time.perf_counter()
+        sess.run(feeds)
+        t2 = time.perf_counter()
+        t_raw.append(t1 - t0)
+        t_sess.append(t2 - t1)
+    raw_ms, sess_ms = statistics.median(t_raw) * 1e3, statistics.median(t_sess) * 1e3
+    return {"model": model, "raw_ms": raw_ms, "session_ms": sess_ms, "pairs": pairs,
+            "overhead_pct": 100 * (sess_ms / raw_ms - 1)}
 
 
 def exactness(models: list[str], work: Path) -> list[dict]:
@@ -112,7 +124,7 @@ def main() -> None:
                   f"speedup {row['speedup']:.3f}×  (max|diff| {row['max_abs_diff']:.1e})", flush=True)
         print("2. Session.run overhead over raw InferenceSession.run")
         model = "digits-vit" if args.quick else "deit-small"
-        row = session_overhead(model, work, rounds)
+        row = session_overhead(model, work, 40 if args.quick else 300)
         out["session_overhead"] = row
         print(f"  {model:12s} raw {row['raw_ms']:7.2f} ms  session {row['session_ms']:7.2f} ms  "
               f"overhead {row['overhead_pct']:+.2f}%", flush=True)

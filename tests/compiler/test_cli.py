@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+
+from ..tiny_models import tiny_attention_onnx
 
 CLI = [sys.executable, "-m", "edgeattn.compiler.cli"]
 
@@ -19,33 +19,6 @@ CLI = [sys.executable, "-m", "edgeattn.compiler.cli"]
 def edgeattn(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
-
-
-def _tiny_attention_onnx(path: Path) -> Path:
-    """x → q,k,v projections → decomposed SDPA (opset 18) with a symbolic batch."""
-    rng = np.random.default_rng(0)
-    h, s, d = 2, 5, 4
-    w = {n: numpy_helper.from_array(rng.standard_normal((h * d, h * d)).astype(np.float32), n) for n in ("wq", "wk", "wv")}
-    shape4 = numpy_helper.from_array(np.array([0, s, h, d], np.int64), "shape4")
-    shape3 = numpy_helper.from_array(np.array([0, s, h * d], np.int64), "shape3")
-    c = numpy_helper.from_array(np.array(d ** -0.5, np.float32), "c")
-    nodes = []
-    for n in ("q", "k", "v"):
-        nodes += [helper.make_node("MatMul", ["x", "w" + n], [n + "0"]),
-                  helper.make_node("Reshape", [n + "0", "shape4"], [n + "1"]),
-                  helper.make_node("Transpose", [n + "1"], [n], perm=[0, 2, 1, 3])]
-    nodes += [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
-              helper.make_node("MatMul", ["q", "kt"], ["s0"]), helper.make_node("Mul", ["s0", "c"], ["s1"]),
-              helper.make_node("Softmax", ["s1"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "v"], ["o"]),
-              helper.make_node("Transpose", ["o"], ["o1"], perm=[0, 2, 1, 3]),
-              helper.make_node("Reshape", ["o1", "shape3"], ["y"])]
-    g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", s, h * d])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", s, h * d])],
-                          [*w.values(), shape4, shape3, c])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    m.ir_version = 9
-    onnx.save(m, path)
-    return path
 
 
 def _one_error_line(r: subprocess.CompletedProcess, *needles: str) -> None:
@@ -60,7 +33,7 @@ def _one_error_line(r: subprocess.CompletedProcess, *needles: str) -> None:
 @pytest.fixture(scope="module")
 def onnx_artifact(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("cli")
-    model = _tiny_attention_onnx(tmp / "tiny.onnx")
+    model = tiny_attention_onnx(tmp / "tiny.onnx")
     r = edgeattn("compile", str(model), "-o", str(tmp / "art"))
     assert r.returncode == 0, r.stderr
     return tmp / "art"

@@ -259,3 +259,18 @@ def test_relative_position_bias_block():
         _, m = _canonicalize_and_check(m, {"x": x}, expect=1)
         att = next(n for n in m.graph if n.op_type == "Attention")
         assert len(att.inputs) == 4  # the bias is carried as the additive mask
+
+
+def test_constant_mask_behind_expand_is_dropped(rng):
+    """With a symbolic batch, exporters Expand a constant all-true mask at run time: drop it."""
+    inputs = _qkv_inputs() + [helper.make_tensor_value_info("shape", TensorProto.INT64, [4])]
+    nodes = [helper.make_node("Expand", ["keep", "shape"], ["keep_b"]),
+             helper.make_node("Where", ["keep_b", "zero", "ninf"], ["addmask"]),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["s0"]), helper.make_node("Add", ["s0", "addmask"], ["s"]),
+             helper.make_node("Softmax", ["s"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "v"], ["y"])]
+    keep = numpy_helper.from_array(np.ones((1, 1, S, S), bool), "keep")
+    m = _graph(nodes, inputs, [Y], [keep, _scalar("zero", 0.0), _scalar("ninf", -np.inf)])
+    _, m = _canonicalize_and_check(m, _feeds(rng, extra={"shape": np.array([B, 1, S, S], np.int64)}), expect=1)
+    att = next(n for n in m.graph if n.op_type == "Attention")
+    assert len(att.inputs) == 3 and att.attributes["is_causal"].value == 0

@@ -1,0 +1,102 @@
+"""OpenVINO CPU target: the canonical graph → OpenVINO IR (model.xml + model.bin).
+
+OpenVINO's ONNX frontend reads ONNX `Attention` (opset 23) as its own
+`ScaledDotProductAttention` op (4-D and 3-D inputs, masks, causal, KV cache, GQA, softcap
+all convert); the CPU plugin then expands it and tokenizes the MatMul→Softmax→MatMul chain
+into one fused MHA subgraph — the same subgraph it forms from the decomposed chain that
+`decompose-attention` writes, at the same latency. So the canonical op stays native
+(`DECOMPOSE_ATTENTION = False`); flip it if a release reads or runs Attention-23 worse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx_ir as ir
+
+NAME = "openvino"
+DESCRIPTION = "OpenVINO, CPU plugin (in-process), OpenVINO IR payload"
+RUNTIME_BACKEND = "openvino"
+MODEL, WEIGHTS = "model.xml", "model.bin"
+PRECISIONS = ("fp32", "bf16")
+HINTS = ("LATENCY", "THROUGHPUT")
+# Expand ONNX Attention into MatMul/Softmax/MatMul before conversion (see the module doc).
+DECOMPOSE_ATTENTION = False
+
+
+def _import_openvino():
+    import openvino  # noqa: PLC0415 - lazy: a user of another target never needs openvino
+
+    return openvino
+
+
+def available() -> tuple[bool, str]:
+    try:
+        ov = _import_openvino()
+    except ImportError:
+        return False, "openvino is not installed — pip install 'edgeattn[openvino]'"
+    try:
+        devices = ov.Core().available_devices
+    except Exception as e:  # a broken install or an unsupported CPU
+        return False, f"openvino {ov.__version__} cannot start: {str(e).splitlines()[0] if str(e) else e!r}"
+    if "CPU" not in devices:
+        return False, f"openvino {ov.__version__} sees no CPU device (devices: {devices})"
+    return True, f"openvino {ov.__version__}"
+
+
+def _attention_nodes(model: ir.Model) -> list[ir.Node]:
+    return [n for n in model.graph.all_nodes() if n.op_type == "Attention" and n.domain in ("", "ai.onnx")]
+
+
+def legalize(model: ir.Model) -> dict:
+    """Count Attention sites OpenVINO runs natively; decompose them only if DECOMPOSE_ATTENTION."""
+    total = len(_attention_nodes(model))
+    if not DECOMPOSE_ATTENTION or total == 0:
+        return {"attention_native": total, "attention_decomposed": 0}
+    from edgeattn import passes  # noqa: PLC0415 - targets may call passes (legalization)
+
+    p = passes.create("decompose-attention")
+    p(model)
+    left = len(_attention_nodes(model))
+    out = {"attention_native": left, "attention_decomposed": total - left}
+    if p.details.get("skipped"):
+        out["attention_kept"] = p.details["skipped"]
+    return out
+
+
+def _options(options: dict) -> dict:
+    precision = str(options.get("precision", "fp32")).lower()
+    if precision not in PRECISIONS:
+        raise ValueError(f"openvino precision {precision!r} is not supported — use one of {', '.join(PRECISIONS)}")
+    hint = str(options.get("performance_hint", "LATENCY")).upper()
+    if hint not in HINTS:
+        raise ValueError(f"openvino performance_hint {hint!r} is not supported — use one of {', '.join(HINTS)}")
+    threads = options.get("num_threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"openvino num_threads {threads!r} is not a positive integer — pass e.g. num_threads=4 or leave it out")
+    return {"precision": precision, "performance_hint": hint, "num_threads": threads}
+
+
+def build(model: ir.Model, workdir: Path, options: dict) -> dict:
+    """Convert through OpenVINO's ONNX frontend and save IR with fp32 weights (no fp16 compression)."""
+    backend_options = _options(options)
+    ov = _import_openvino()
+    workdir = Path(workdir)
+    source = workdir / "_source.onnx"
+    ir.save(model, source)
+    try:
+        ov_model = ov.convert_model(str(source))
+        # save_model compresses weights to fp16 by default; precision is a runtime hint instead.
+        ov.save_model(ov_model, str(workdir / MODEL), compress_to_fp16=False)
+    finally:
+        source.unlink(missing_ok=True)
+    out = {"backend": RUNTIME_BACKEND, "payload": {"model": MODEL, "weights": WEIGHTS},
+           "backend_options": backend_options}
+    if backend_options["precision"] == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        # The plugin ignores the hint on such a CPU: say so instead of reporting bf16 numbers.
+        out["precision_note"] = "bf16 requested, but this CPU's OpenVINO plugin reports no BF16 support: it runs in fp32"
+    return out
+
+
+def tune(model: ir.Model, options: dict) -> dict:
+    return {"tuned": False, "reason": "the OpenVINO CPU plugin selects its kernels at compile time; nothing to tune"}

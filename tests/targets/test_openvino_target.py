@@ -1,0 +1,163 @@
+"""OpenVINO target end to end: compile a tiny ONNX attention model, load it with edgeattn.runtime,
+check accuracy, the payload table, per-op profiling, bf16, concurrency and the decompose path."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ov = pytest.importorskip("openvino", reason="openvino is not installed — pip install 'edgeattn[openvino]'")
+
+from edgeattn import runtime, targets  # noqa: E402
+from edgeattn.compiler.compile import compile_model  # noqa: E402
+from edgeattn.targets import openvino as ov_target  # noqa: E402
+
+from ..tiny_models import D, H, S, tiny_attention_onnx as _tiny_attention_onnx  # noqa: E402
+
+
+def _supports_bf16() -> bool:
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return _tiny_attention_onnx(tmp_path_factory.mktemp("ov") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ov-art") / "art"
+    compile_model(str(tiny), "openvino", out)
+    return out
+
+
+def test_available_and_registered():
+    ok, reason = ov_target.available()
+    assert ok, reason
+    assert reason.startswith("openvino ")
+    assert targets.get("openvino") is ov_target
+    assert {r["name"]: r["available"] for r in targets.describe_all()}["openvino"] is True
+
+
+def test_manifest_payload_and_accuracy(artifact):
+    m = json.loads((artifact / "manifest.json").read_text())
+    assert m["target"] == "openvino" and m["backend"] == "openvino"
+    assert m["payload"] == {"model": "model.xml", "weights": "model.bin"}
+    assert set(m["files"]) == {"model.xml", "model.bin"}
+    assert all(len(f["sha256"]) == 64 for f in m["files"].values())
+    assert not (artifact / "_source.onnx").exists()
+    assert m["backend_options"] == {"precision": "fp32", "performance_hint": "LATENCY", "num_threads": None}
+    assert m["attention"]["canonicalized"] == 1
+    assert m["attention"]["legalization"] == {"attention_native": 1, "attention_decomposed": 0}
+    assert m["accuracy"]["max_abs_error"] <= 1e-4 and m["accuracy"]["cosine"] > 0.9999
+
+
+def test_runtime_matches_reference_and_batch_is_dynamic(artifact, tiny):
+    import onnxruntime as ort
+
+    x = np.random.default_rng(3).standard_normal((3, S, H * D)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref = ort.InferenceSession(str(tiny), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    sess = runtime.load(artifact, threads=1)
+    assert sess.threads == 1 and sess.output_names == ["y"]
+    y = sess.run({"x": x})["y"]
+    assert y.shape == ref.shape and np.abs(y - ref).max() <= 1e-4
+
+
+def test_concurrent_runs_are_independent(artifact):
+    sess = runtime.load(artifact)
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((1, S, H * D)).astype(np.float32) for _ in range(4)]
+    expected = [sess.run({"x": x})["y"] for x in xs]
+    errors: list[str] = []
+
+    def worker(i):
+        for _ in range(20):
+            y = sess.run({"x": xs[i]})["y"]
+            if not np.array_equal(y, expected[i]):
+                errors.append(f"thread {i} got another thread's result")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_benchmark_per_op_rows(artifact):
+    report = runtime.load(artifact).benchmark(runs=3, warmup=1, per_op=True)
+    assert report["backend"] == "openvino" and report["latency"]["p50_ms"] > 0
+    rows = report["ops"]
+    assert rows and set(rows[0]) == {"op_type", "name", "calls", "total_ms", "mean_ms", "percent"}
+    assert all(r["calls"] >= 1 for r in rows)
+    assert sum(r["percent"] for r in rows) == pytest.approx(100.0)
+    assert rows == sorted(rows, key=lambda r: r["total_ms"], reverse=True)
+
+
+def test_bool_padding_mask_model(tmp_path):
+    src = _tiny_attention_onnx(tmp_path / "masked.onnx", mask=True)
+    m = compile_model(str(src), "openvino", tmp_path / "art")
+    assert m["attention"]["legalization"]["attention_native"] == 1
+    assert m["accuracy"]["max_abs_error"] <= 1e-4
+    sess = runtime.load(tmp_path / "art")
+    x = np.random.default_rng(0).standard_normal((2, S, H * D)).astype(np.float32)
+    mask = np.ones((2, 1, 1, S), bool)
+    mask[1, ..., -2:] = False
+    assert np.isfinite(sess.run({"x": x, "mask": mask})["y"]).all()
+
+
+def test_decompose_path_matches(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(ov_target, "DECOMPOSE_ATTENTION", True)
+    m = compile_model(str(tiny), "openvino", tmp_path / "art")
+    assert m["attention"]["legalization"] == {"attention_native": 0, "attention_decomposed": 1}
+    assert m["accuracy"]["max_abs_error"] <= 1e-4
+
+
+@pytest.mark.skipif(not _supports_bf16(), reason="this CPU has no BF16 support (OPTIMIZATION_CAPABILITIES)")
+def test_bf16_cosine(tiny, tmp_path):
+    m = compile_model(str(tiny), "openvino", tmp_path / "art", target_options={"precision": "bf16"})
+    assert m["backend_options"]["precision"] == "bf16"
+    assert m["accuracy"]["cosine"] >= 0.999
+
+
+def test_bad_options_are_one_line_errors(tiny, tmp_path):
+    from edgeattn.compiler.errors import CompileError
+
+    with pytest.raises(CompileError, match="does not support precision int3"):
+        compile_model(str(tiny), "openvino", tmp_path / "a", target_options={"precision": "int3"})
+    with pytest.raises(ValueError, match="num_threads"):
+        compile_model(str(tiny), "openvino", tmp_path / "b", target_options={"num_threads": 0})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_missing_payload_is_an_artifact_error(artifact, tmp_path):
+    import shutil
+
+    from edgeattn.runtime.backends import openvino as backend
+    from edgeattn.runtime.errors import ArtifactError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(artifact, broken)
+    (broken / "model.bin").unlink()
+    manifest = json.loads((broken / "manifest.json").read_text())
+    with pytest.raises(ArtifactError, match="model.bin is missing"):
+        backend.open(broken, manifest, threads=1)
+
+
+@pytest.mark.slow
+def test_vit_tiny_zoo_model(tmp_path):
+    m = compile_model("vit-tiny", "openvino", tmp_path / "vit")
+    assert m["attention"]["legalization"] == {"attention_native": 12, "attention_decomposed": 0}
+    assert m["accuracy"]["max_abs_error"] <= 1e-4
+    assert runtime.load(tmp_path / "vit").benchmark(runs=2, warmup=1)["latency"]["p50_ms"] > 0
