@@ -8,6 +8,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,9 @@ from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.frontend import Source, load_source
 
 Say = Callable[[str], None]
+# Pause before each candidate's turn: an idle worker's thread pool (OpenMP, ORT) keeps spinning
+# for a moment after its last run and would steal cores from the next candidate.
+SETTLE_S = 0.3
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Candidate:
     times_ms: list[float] = field(default_factory=list)
     round_medians: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
+    note: str = ""
 
 
 def _worker_cmd(artifact: Path, threads: int) -> list[str]:
@@ -43,7 +48,8 @@ def _worker_cmd(artifact: Path, threads: int) -> list[str]:
 def _artifact(src: Source, target: str, out: Path, pipeline: str, options: dict, label: str, kind: str,
               threads: int) -> Candidate:
     m = compile_source(src.clone(), target, out, pipeline=pipeline, force=True, target_options=options)
-    return Candidate(label, target, m["precision"], _worker_cmd(out, threads), kind, m["accuracy"])
+    return Candidate(label, target, m["precision"], _worker_cmd(out, threads), kind, m["accuracy"],
+                     note=m.get("precision_note", ""))
 
 
 def _ort_transformers_optimizer(src: Source, out: Path, threads: int) -> Candidate:
@@ -83,7 +89,11 @@ def plan_candidates(src: Source, spec: str, target_names: list[str], precisions:
                 notes.append(f"{t} {p}: skipped (target supports {', '.join(supported)})")
                 continue
             say(f"compile for {t} {p}")
-            cands.append(_artifact(src, t, work / f"{t}-{p}", "default", {"precision": p}, f"edgeattn {t}", "edgeattn", threads))
+            cand = _artifact(src, t, work / f"{t}-{p}", "default", {"precision": p}, f"edgeattn {t}", "edgeattn", threads)
+            if cand.note:  # e.g. bf16 asked on a CPU without it: timing it would mislabel fp32 numbers
+                notes.append(f"{t} {p}: skipped ({cand.note})")
+                continue
+            cands.append(cand)
     if baselines:
         say("baseline: ORT transformers optimizer")
         try:
@@ -110,6 +120,7 @@ def time_interleaved(cands: list[Candidate], rounds: int, per_round: int, warmup
         for r in range(rounds):
             say(f"round {r + 1}/{rounds}")
             for c, p in zip(cands, procs):
+                time.sleep(SETTLE_S)
                 reply = _ask(p, per_round)
                 c.times_ms += reply["times_ms"]
                 c.round_medians.append(statistics.median(reply["times_ms"]))

@@ -9,12 +9,14 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="edgeattn: compile attention models into edge artifacts, run and profile them.")
-out = Console()
+# Piped output (CI logs, `| tee`) gets a wide console so tables are not squeezed to 80 columns.
+out = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True)
 _state = {"debug": False}
 
@@ -28,7 +30,7 @@ def _fail(e: BaseException) -> None:
     if _state["debug"]:
         raise e
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -94,13 +96,13 @@ def _print_compile_summary(m: dict, output: Path) -> None:
     out.print(f"attention: {att['sites']} sites found, {att['canonicalized']} canonicalized"
               + (f", {len(att['unmatched'])} unmatched" if att["unmatched"] else ""))
     for u in att["unmatched"]:
-        out.print(f"  [yellow]unmatched[/] {u['node']}: {u['reason']}")
+        out.print(f"  [yellow]unmatched[/] {escape(u['node'])}: {escape(u['reason'])}")
     line = f"accuracy vs {acc['reference']}: max abs error {acc['max_abs_error']:.3g}, cosine {acc['cosine']:.6f}"
     if "top1" in acc:
         line += f", top-1 {acc['top1']:.4f} (reference {acc['reference_top1']:.4f})"
     out.print(line)
     if m.get("precision_note"):
-        out.print(f"[yellow]note[/] {m['precision_note']}")
+        out.print(f"[yellow]note[/] {escape(m['precision_note'])}")
 
 
 def _parse_inputs(items: List[str]) -> dict:
@@ -240,7 +242,7 @@ def inspect_cmd(
                   f"{s['scale']:.4g}" if s["scale"] else "default", gf)
     out.print(t)
     for u in info["unmatched"]:
-        out.print(f"[yellow]unmatched[/] {u['node']}: {u['reason']}")
+        out.print(f"[yellow]unmatched[/] {escape(u['node'])}: {escape(u['reason'])}")
 
 
 def _shape(dims: list) -> str:
@@ -267,7 +269,7 @@ def targets_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     for col in ("target", "available", "detail", "description"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["name"], "[green]yes[/]" if r["available"] else "[red]no[/]", r["reason"], r["description"])
+        t.add_row(r["name"], "[green]yes[/]" if r["available"] else "[red]no[/]", escape(r["reason"]), escape(r["description"]))
     out.print(t)
 
 
@@ -369,7 +371,7 @@ def print_bench(result: dict) -> None:
                   f(r["max_abs_error"], ".1e"), f(r["cosine"], ".6f"))
     out.print(t)
     for n in result["notes"]:
-        out.print(f"[yellow]note[/] {n}")
+        out.print(f"[yellow]note[/] {escape(n)}")
 
 
 def main() -> None:
