@@ -28,6 +28,8 @@ test-all: install
 
 bench: install
 	$(PY) tests/benchmarks/bench_foundation.py
+	$(VENV)/bin/edgeattn bench deit-small --targets ort,openvino --precision fp32,bf16 --baselines -o bench/deit-small
+	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,bf16 --baselines -o bench/minilm-l6_512
 
 clean:
 	rm -rf $(VENV) artifacts
