@@ -48,6 +48,9 @@ def _guard(fn):
             raise
         except (EdgeAttnError, KeyError, ValueError, FileNotFoundError) as e:
             _fail(e)
+        except ModuleNotFoundError as e:  # a runtime-only install asked for a compiler command
+            _fail(EdgeAttnError(f"missing Python package '{e.name}' for this command",
+                                "install the compiler: pip install 'edgeattn[compiler]'"))
 
     return wrapper
 

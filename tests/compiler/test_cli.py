@@ -137,3 +137,14 @@ def test_tampered_artifact_is_refused(onnx_artifact, tmp_path):
 def test_debug_shows_traceback(tmp_path):
     r = edgeattn("--debug", "compile", str(tmp_path / "nope.onnx"))
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_compile_without_compiler_extras_is_one_line(tmp_path):
+    """A runtime-only install (no onnx_ir/torch) asked to compile: say which extra to install."""
+    code = ("import sys; sys.modules['onnx_ir'] = None\n"
+            "from edgeattn.compiler.cli import main\n"
+            f"sys.argv = ['edgeattn', 'compile', 'digits-vit', '-o', {str(tmp_path / 'o')!r}]\n"
+            "main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    _one_error_line(r, "onnx_ir", "pip install 'edgeattn[compiler]'")
+    assert not (tmp_path / "o").exists()
