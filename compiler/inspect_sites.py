@@ -19,6 +19,11 @@ def _size(d, example_dims: dict[str, int]) -> int:
     return d if isinstance(d, int) else example_dims.get(d, 1)
 
 
+def _as_4d(dims: list, heads: int) -> list:
+    b, s, width = dims
+    return [b, heads, s, width // heads if isinstance(width, int) else f"{width}/{heads}"]
+
+
 def attention_sites(model: ir.Model, example_dims: dict[str, int] | None = None) -> list[dict]:
     """One row per ONNX Attention node; FLOPs count q·kᵀ and p·v multiply-adds ×2 at the example dims."""
     example_dims = example_dims or {"batch": 1}
@@ -29,12 +34,16 @@ def attention_sites(model: ir.Model, example_dims: dict[str, int] | None = None)
         q, k, v = node.inputs[0], node.inputs[1], node.inputs[2]
         mask = node.inputs[3] if len(node.inputs) > 3 else None
         qs, ks, vs = (_dims(x, example_dims) for x in (q, k, v))
+        attrs = {a.name: a.value for a in node.attributes.values()}
+        if len(qs) == 3 and attrs.get("q_num_heads"):  # 3-D form: show it as (B, H, S, d)
+            qs = _as_4d(qs, attrs["q_num_heads"])
+            ks = _as_4d(ks, attrs.get("kv_num_heads") or attrs["q_num_heads"])
+            vs = _as_4d(vs, attrs.get("kv_num_heads") or attrs["q_num_heads"])
         flops = None
         if len(qs) == 4 and len(ks) == 4 and len(vs) == 4:
             b, h, s, d = (_size(x, example_dims) for x in qs)
             skv, dv = _size(ks[2], example_dims), _size(vs[3], example_dims)
             flops = 2 * b * h * s * skv * (d + dv)
-        attrs = {a.name: a.value for a in node.attributes.values()}
         rows.append({
             "name": node.name, "q": qs, "k": ks, "v": vs,
             "mask": "none" if mask is None else f"{mask.dtype.name.lower()} {_dims(mask, example_dims)}",

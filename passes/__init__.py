@@ -14,12 +14,14 @@ PASSES: dict[str, str] = {
     "cleanup": "edgeattn.passes.cleanup:Cleanup",
     "canonicalize-attention": "edgeattn.passes.canonicalize_attention:CanonicalizeAttention",
     "decompose-attention": "edgeattn.passes.decompose_attention:DecomposeAttention",
+    "fold-attention-heads": "edgeattn.passes.fold_attention_heads:FoldAttentionHeads",
 }
 
 DESCRIPTIONS: dict[str, str] = {
     "cleanup": "constant folding, dead-code elimination, shape inference",
     "canonicalize-attention": "every attention block → ONNX Attention (opset 23), exact",
     "decompose-attention": "ONNX Attention (4-D) → MatMul/Softmax/MatMul for targets without it, exact",
+    "fold-attention-heads": "head split/merge Reshape+Transpose folded into a 3-D Attention, exact",
 }
 
 

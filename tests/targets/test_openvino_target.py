@@ -57,7 +57,7 @@ def test_manifest_payload_and_accuracy(artifact):
     assert not (artifact / "_source.onnx").exists()
     assert m["backend_options"] == {"precision": "fp32", "performance_hint": "LATENCY", "num_threads": None}
     assert m["attention"]["canonicalized"] == 1
-    assert m["attention"]["legalization"] == {"attention_native": 1, "attention_decomposed": 0}
+    assert m["attention"]["legalization"] == {"attention_native": 1, "attention_decomposed": 0, "heads_folded": 1}
     assert m["accuracy"]["max_abs_error"] <= 1e-4 and m["accuracy"]["cosine"] > 0.9999
 
 
@@ -158,6 +158,6 @@ def test_missing_payload_is_an_artifact_error(artifact, tmp_path):
 @pytest.mark.slow
 def test_vit_tiny_zoo_model(tmp_path):
     m = compile_model("vit-tiny", "openvino", tmp_path / "vit")
-    assert m["attention"]["legalization"] == {"attention_native": 12, "attention_decomposed": 0}
+    assert m["attention"]["legalization"] == {"attention_native": 12, "attention_decomposed": 0, "heads_folded": 12}
     assert m["accuracy"]["max_abs_error"] <= 1e-4
     assert runtime.load(tmp_path / "vit").benchmark(runs=2, warmup=1)["latency"]["p50_ms"] > 0
