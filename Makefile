@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[compiler,openvino,test]'
+	$(PIP) install -e '.[compiler,openvino,tvm,test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -16,6 +16,7 @@ from types import ModuleType
 TARGETS: dict[str, str] = {
     "ort": "edgeattn.targets.ort",
     "openvino": "edgeattn.targets.openvino",
+    "tvm": "edgeattn.targets.tvm",
 }
 
 

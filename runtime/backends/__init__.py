@@ -16,7 +16,8 @@ from types import ModuleType
 from ..errors import ArtifactError
 
 BACKENDS: dict[str, str] = {"ort": "edgeattn.runtime.backends.ort",
-                            "openvino": "edgeattn.runtime.backends.openvino"}
+                            "openvino": "edgeattn.runtime.backends.openvino",
+                            "tvm": "edgeattn.runtime.backends.tvm"}
 
 
 def get_backend(name: str) -> ModuleType:

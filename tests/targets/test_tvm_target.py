@@ -1,0 +1,176 @@
+"""TVM target end to end: compile a tiny ONNX attention model to a Relax `model.so`, load it with
+edgeattn.runtime, check accuracy, the payload table, the static batch, per-op profiling, concurrency."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm", reason="apache-tvm is not installed — pip install 'edgeattn[tvm]'")
+
+from edgeattn import runtime, targets  # noqa: E402
+from edgeattn.compiler.compile import compile_model  # noqa: E402
+from edgeattn.runtime.errors import ArtifactError, InputError  # noqa: E402
+from edgeattn.targets import tvm as tvm_target  # noqa: E402
+
+from ..tiny_models import D, H, S, tiny_attention_onnx as _tiny_attention_onnx  # noqa: E402
+
+
+def _ort_reference(model: Path, feeds: dict) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return _tiny_attention_onnx(tmp_path_factory.mktemp("tvm") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tvm-art") / "art"
+    compile_model(str(tiny), "tvm", out)
+    return out
+
+
+def test_available_and_registered():
+    ok, reason = tvm_target.available()
+    assert ok, reason
+    assert reason.startswith("apache-tvm ")
+    assert targets.get("tvm") is tvm_target
+    assert {r["name"]: r["available"] for r in targets.describe_all()}["tvm"] is True
+
+
+def test_manifest_payload_and_accuracy(artifact):
+    m = json.loads((artifact / "manifest.json").read_text())
+    assert m["target"] == "tvm" and m["backend"] == "tvm"
+    assert m["payload"] == {"model": "model.so"}
+    assert set(m["files"]) == {"model.so"} and len(m["files"]["model.so"]["sha256"]) == 64
+    opts = m["backend_options"]
+    assert opts["entry"] == "main" and opts["tuned"] is False and opts["static_dims"] == {"batch": 1}
+    assert opts["target"]["kind"] == "llvm" and opts["target"]["mcpu"] and opts["target"]["num_cores"] >= 1
+    assert opts["target_key"] == f"llvm-{opts['target']['mcpu']}-{opts['target']['num_cores']}c"
+    assert m["attention"]["canonicalized"] == 1
+    # Relax's ONNX frontend has no Attention-23: the canonical op is expanded before import.
+    assert m["attention"]["legalization"] == {"attention_native": 0, "attention_decomposed": 1}
+    # The specs stay symbolic; the library itself is compiled for batch 1 (static_dims above).
+    assert m["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", S, H * D]}]
+    assert m["outputs"] == [{"name": "y", "dtype": "float32", "shape": ["batch", S, H * D]}]
+    assert m["accuracy"]["max_abs_error"] <= 1e-4 and m["accuracy"]["cosine"] > 0.9999
+
+
+def test_runtime_matches_ort_on_fresh_inputs(artifact, tiny):
+    sess = runtime.load(artifact, threads=1)
+    assert sess.output_names == ["y"] and sess.threads >= 1
+    for seed in (3, 4):
+        x = np.random.default_rng(seed).standard_normal((1, S, H * D)).astype(np.float32)
+        y = sess.run({"x": x})["y"]
+        ref = _ort_reference(tiny, {"x": x})
+        assert y.shape == ref.shape and np.abs(y - ref).max() <= 1e-4
+
+
+def test_larger_batch_runs_as_a_loop_of_batch_one(artifact, tiny):
+    sess = runtime.load(artifact)
+    x = np.random.default_rng(7).standard_normal((3, S, H * D)).astype(np.float32)
+    y = sess.run({"x": x})["y"]
+    assert y.shape == (3, S, H * D) and np.abs(y - _ort_reference(tiny, {"x": x})).max() <= 1e-4
+    assert np.array_equal(y[1:2], sess.run({"x": x[1:2]})["y"])
+
+
+def test_unloopable_batch_is_an_input_error(artifact):
+    from edgeattn.runtime.backends import tvm as backend
+
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["outputs"][0]["shape"] = [S, "batch", H * D]  # batch not on axis 0: cannot loop
+    handle = backend.open(artifact, manifest, threads=1)
+    with pytest.raises(InputError, match="compiled for"):
+        handle.run({"x": np.zeros((2, S, H * D), np.float32)})
+
+
+def test_concurrent_runs_are_independent(artifact):
+    sess = runtime.load(artifact)
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((1, S, H * D)).astype(np.float32) for _ in range(4)]
+    expected = [sess.run({"x": x})["y"] for x in xs]
+    errors: list[str] = []
+
+    def worker(i):
+        for _ in range(20):
+            if not np.array_equal(sess.run({"x": xs[i]})["y"], expected[i]):
+                errors.append(f"thread {i} got another thread's result")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_benchmark_per_op_rows(artifact):
+    report = runtime.load(artifact).benchmark(runs=3, warmup=1, per_op=True)
+    assert report["backend"] == "tvm" and report["batch"] == 1 and report["latency"]["p50_ms"] > 0
+    rows = report["ops"]
+    assert rows and set(rows[0]) == {"op_type", "name", "calls", "total_ms", "mean_ms", "percent"}
+    assert all(r["calls"] >= 1 for r in rows)
+    assert any(not r["name"].startswith("vm.") for r in rows)  # the compiled kernels, not only builtins
+    assert sum(r["percent"] for r in rows) == pytest.approx(100.0)
+    assert rows == sorted(rows, key=lambda r: r["total_ms"], reverse=True)
+
+
+def test_bool_padding_mask_model(tmp_path):
+    src = _tiny_attention_onnx(tmp_path / "masked.onnx", mask=True)
+    m = compile_model(str(src), "tvm", tmp_path / "art")
+    assert m["attention"]["legalization"]["attention_decomposed"] == 1
+    assert m["accuracy"]["max_abs_error"] <= 1e-4
+    sess = runtime.load(tmp_path / "art")
+    x = np.random.default_rng(0).standard_normal((2, S, H * D)).astype(np.float32)
+    mask = np.ones((2, 1, 1, S), bool)
+    mask[1, ..., -2:] = False
+    y = sess.run({"x": x, "mask": mask})["y"]
+    assert np.abs(y - _ort_reference(src, {"x": x, "mask": mask})).max() <= 1e-4
+
+
+def test_tune_is_honest():
+    result = tvm_target.tune(None, {})
+    assert result["tuned"] is False and "not implemented" in result["reason"]
+
+
+def test_bad_options_are_one_line_errors(tiny, tmp_path):
+    from edgeattn.compiler.errors import CompileError
+
+    with pytest.raises(CompileError, match="does not support precision bf16"):
+        compile_model(str(tiny), "tvm", tmp_path / "a", target_options={"precision": "bf16"})
+    with pytest.raises(ValueError, match="num_cores"):
+        compile_model(str(tiny), "tvm", tmp_path / "b", target_options={"num_cores": 0})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_missing_payload_is_an_artifact_error(artifact, tmp_path):
+    import shutil
+
+    from edgeattn.runtime.backends import tvm as backend
+
+    broken = tmp_path / "broken"
+    shutil.copytree(artifact, broken)
+    (broken / "model.so").unlink()
+    manifest = json.loads((broken / "manifest.json").read_text())
+    with pytest.raises(ArtifactError, match="model.so is missing"):
+        backend.open(broken, manifest, threads=1)
+
+
+@pytest.mark.slow
+def test_digits_vit_end_to_end(tmp_path):
+    m = compile_model("digits-vit", "tvm", tmp_path / "digits")
+    legal = m["attention"]["legalization"]
+    assert legal["attention_native"] == 0 and legal["attention_decomposed"] == m["attention"]["canonicalized"] > 0
+    assert m["accuracy"]["max_abs_error"] <= 1e-4, m["accuracy"]
+    assert m["accuracy"]["top1"] == m["accuracy"]["reference_top1"]
+    assert runtime.load(tmp_path / "digits").benchmark(runs=2, warmup=1)["latency"]["p50_ms"] > 0
