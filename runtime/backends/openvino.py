@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from ..errors import ArtifactError, BackendUnavailable
+from ..oprows import finish_rows
 
 _PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 _HINTS = ("LATENCY", "THROUGHPUT")
@@ -82,12 +83,7 @@ class OpenVinoHandle:
         """Per-node rows (same keys as the ort backend's), sorted by total time, descending."""
         with self._lock:
             rows, self._rows = list(self._rows.values()), {}
-        total = sum(r["total_ms"] for r in rows) or 1.0
-        rows.sort(key=lambda r: r["total_ms"], reverse=True)
-        for r in rows:
-            r["mean_ms"] = r["total_ms"] / r["calls"]
-            r["percent"] = 100.0 * r["total_ms"] / total
-        return rows
+        return finish_rows(rows)
 
 
 def _config(manifest: dict, threads: int, profile: bool) -> dict:

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ArtifactError, BackendUnavailable
+from ..oprows import finish_rows
 
 _OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -70,12 +71,7 @@ def parse_trace(events: list[dict]) -> list[dict]:
                                          "name": node, "calls": 0, "total_ms": 0.0})
         row["calls"] += 1
         row["total_ms"] += float(ev.get("dur", 0)) / 1000.0  # trace durations are in µs
-    total = sum(r["total_ms"] for r in per_node.values()) or 1.0
-    rows = sorted(per_node.values(), key=lambda r: r["total_ms"], reverse=True)
-    for r in rows:
-        r["mean_ms"] = r["total_ms"] / r["calls"]
-        r["percent"] = 100.0 * r["total_ms"] / total
-    return rows
+    return finish_rows(list(per_node.values()))
 
 
 def open(artifact_dir: Path, manifest: dict, threads: int | None, profile: bool = False) -> OrtHandle:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable, InputError
+from ..oprows import finish_rows
 
 _SHARE_ALL_CORES = -3  # ThreadGroup::kSpecifyThreadShareAllCore: workers float over the given CPUs
 _local = threading.local()  # this OS thread's configured pool size
@@ -132,12 +133,7 @@ class TvmHandle:
         """Per-kernel rows (same keys as the ort backend's), sorted by total time, descending."""
         with self._lock:
             rows, self._rows = list(self._rows.values()), {}
-        total = sum(r["total_ms"] for r in rows) or 1.0
-        rows.sort(key=lambda r: r["total_ms"], reverse=True)
-        for r in rows:
-            r["mean_ms"] = r["total_ms"] / r["calls"]
-            r["percent"] = 100.0 * r["total_ms"] / total
-        return rows
+        return finish_rows(rows)
 
 
 def open(artifact_dir: Path, manifest: dict, threads: int | None, profile: bool = False) -> TvmHandle:
