@@ -64,6 +64,8 @@ def compile_cmd(
     pipeline: str = typer.Option("default", "--pipeline", "-p", help="Pass pipeline (see `edgeattn pipelines`)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing artifact directory."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 where the target supports it (see `edgeattn targets`)."),
+    rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Approximate rewrite NAME:key=val,... (repeatable; see `edgeattn pipelines`)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite: cosine>=0.99 (default), top1-drop<=0.5, max-abs<=1e-3."),
 ):
     """Compile MODEL for a target into an artifact directory.
 
@@ -76,6 +78,8 @@ def compile_cmd(
         edgeattn compile model.onnx -o out/mine --force
 
         edgeattn compile deit-small --target openvino --precision bf16 -o out/deit-ov
+
+        edgeattn compile gpt2-small --rewrite sink-window:sink=4,window=64 --budget cosine>=0.99 -o out/gpt2
     """
     from edgeattn.compiler.compile import compile_model
 
@@ -83,7 +87,7 @@ def compile_cmd(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task(f"compile {model}", total=None)
         manifest = compile_model(model, target, output, pipeline=pipeline, force=force,
-                                 target_options={"precision": precision},
+                                 target_options={"precision": precision}, rewrites=rewrite, budget=budget,
                                  progress=lambda m: bar.update(task, description=f"compile {model}: {m}"))
     _print_compile_summary(manifest, output)
 
@@ -104,8 +108,41 @@ def _print_compile_summary(m: dict, output: Path) -> None:
     if "top1" in acc:
         line += f", top-1 {acc['top1']:.4f} (reference {acc['reference_top1']:.4f})"
     out.print(line)
+    if m.get("plan"):
+        _print_plan(m["plan"])
     if m.get("precision_note"):
         out.print(f"[yellow]note[/] {escape(m['precision_note'])}")
+
+
+def _print_plan(plan: dict) -> None:
+    t = Table(title=f"rewrite plan (budget {plan['budget']}): " + ("[green]accepted[/]" if plan["accepted"] else "[red]rejected[/]"))
+    for col in ("rewrite", "settings", "sites changed"):
+        t.add_column(col)
+    for r in plan["rewrites"]:
+        t.add_row(r["name"], escape(", ".join(f"{k}={v}" for k, v in r["settings"].items())) or "defaults", str(r["count"]))
+    out.print(t)
+    measured = plan["measured"]
+    out.print(f"plan measured: cosine {measured['cosine']:.6f}, max abs error {measured['max_abs_error']:.3g}"
+              + (f", top-1 {measured['top1']:.4f} (reference {measured['reference_top1']:.4f})" if "top1" in measured else ""))
+    if not plan["accepted"]:
+        out.print(f"[yellow]fallback[/] {escape(plan['reason'])}")
+
+
+@app.command("explain")
+@_guard
+def explain_cmd(artifact: Path = typer.Argument(..., help="Artifact directory.")):
+    """Show an artifact's passes, rewrite plan (with its measured accuracy) and final accuracy.
+
+    Example:
+
+        edgeattn explain out/gpt2
+    """
+    from edgeattn.runtime.artifact import verify_artifact
+
+    m = verify_artifact(artifact)
+    _print_compile_summary(m, artifact)
+    if not m.get("plan"):
+        out.print("no rewrite plan: the exact graph (only exact passes ran)")
 
 
 def _parse_inputs(items: List[str]) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeattn import targets
-from edgeattn.compiler import accuracy
+from edgeattn.compiler import accuracy, plan
 from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.frontend import Source, load_source
 from edgeattn.compiler.pipeline import attention_summary, run_pipeline
@@ -43,13 +43,23 @@ def io_specs(values) -> list[dict]:
 
 
 def compile_model(spec: str, target: str = "ort", out: Path | None = None, *, pipeline: str = "default",
-                  force: bool = False, progress: Progress | None = None, target_options: dict | None = None) -> dict:
+                  force: bool = False, progress: Progress | None = None, target_options: dict | None = None,
+                  rewrites: list[str] | None = None, budget: str | None = None) -> dict:
     """Compile `spec` for `target` into the artifact directory `out`; returns the manifest."""
     say = progress or (lambda _msg: None)
     _check_target_and_output(target, out, force)
+    _parse_plan(rewrites, budget)  # fail on a bad plan before the (slow) export
     say("export" if not spec.endswith(".onnx") else "load")
     return compile_source(load_source(spec), target, out, pipeline=pipeline, force=force, progress=progress,
-                          target_options=target_options)
+                          target_options=target_options, rewrites=rewrites, budget=budget)
+
+
+def _parse_plan(rewrites: list[str] | None, budget: str | None):
+    if not rewrites:
+        if budget:
+            raise CompileError("--budget given without --rewrite", "add e.g. --rewrite sink-window:window=64")
+        return [], None
+    return [plan.parse_rewrite(r) for r in rewrites], plan.Budget.parse(budget or plan.DEFAULT_BUDGET)
 
 
 def _check_target_and_output(target: str, out: Path | None, force: bool):
@@ -63,7 +73,8 @@ def _check_target_and_output(target: str, out: Path | None, force: bool):
 
 
 def compile_source(src: Source, target: str, out: Path | None = None, *, pipeline: str = "default",
-                   force: bool = False, progress: Progress | None = None, target_options: dict | None = None) -> dict:
+                   force: bool = False, progress: Progress | None = None, target_options: dict | None = None,
+                   rewrites: list[str] | None = None, budget: str | None = None) -> dict:
     """Compile an already loaded source (its graph is rewritten in place: pass a clone to reuse it)."""
     say = progress or (lambda _msg: None)
     tgt = _check_target_and_output(target, out, force)
@@ -71,9 +82,13 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
     supported = getattr(tgt, "PRECISIONS", ("fp32",))
     if precision not in supported:
         raise CompileError(f"target '{target}' does not support precision {precision}", f"use one of: {', '.join(supported)}")
+    steps, guard = _parse_plan(rewrites, budget)
     t0 = time.perf_counter()
     reference_run = _reference_runner(src)
     records = run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))
+    plan_record = None
+    if steps:
+        src.model, plan_record = plan.apply_plan(src.model, steps, guard, _candidate_meter(src, reference_run), say)
     say(f"legalize for {target}")
     legal = tgt.legalize(src.model)
     manifest = {
@@ -86,6 +101,8 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
         "attention": {**attention_summary(records), "legalization": legal},
         "versions": versions(),
     }
+    if plan_record is not None:
+        manifest["plan"] = plan_record
     if src.zoo_model is not None:
         manifest["input_ranges"] = {s.name: [s.low, s.high] for s in src.zoo_model.inputs if not s.dtype.startswith("float")}
     with tempfile.TemporaryDirectory(prefix="edgeattn-build-") as tmp:
@@ -99,6 +116,20 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
             files = {name: work / name for name in manifest["payload"].values()}
             artifact.write_artifact(out, manifest, files, overwrite=force)
     return manifest
+
+
+def _candidate_meter(src: Source, reference):
+    """Measure a rewritten graph against the reference on the example inputs (and labels)."""
+    run_ref, _ = reference
+    feeds = src.zoo_model.example_feeds(seed=0) if src.zoo_model is not None else _example_feeds(src, {
+        "inputs": io_specs(src.model.graph.inputs)})
+    ref_out = run_ref(feeds)
+    zm = src.zoo_model
+    ref_top1 = None
+    if zm is not None and zm.evaluate_top1 is not None:
+        name = zm.inputs[0].name
+        ref_top1 = zm.evaluate_top1(lambda x: run_ref({name: x})[0])
+    return lambda model: plan.measure_candidate(model, feeds, ref_out, zm, ref_top1)
 
 
 def _reference_runner(src: Source):

@@ -15,6 +15,7 @@ PASSES: dict[str, str] = {
     "canonicalize-attention": "edgeattn.passes.canonicalize_attention:CanonicalizeAttention",
     "decompose-attention": "edgeattn.passes.decompose_attention:DecomposeAttention",
     "fold-attention-heads": "edgeattn.passes.fold_attention_heads:FoldAttentionHeads",
+    "sink-window": "edgeattn.passes.sink_window:SinkWindowMask",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -22,11 +23,15 @@ DESCRIPTIONS: dict[str, str] = {
     "canonicalize-attention": "every attention block → ONNX Attention (opset 23), exact",
     "decompose-attention": "ONNX Attention (4-D) → MatMul/Softmax/MatMul for targets without it, exact",
     "fold-attention-heads": "head split/merge Reshape+Transpose folded into a 3-D Attention, exact",
+    "sink-window": "causal prefill → sink + local-window mask (approximate; settings sink, window, layers)",
 }
 
+# Passes that change the model's numbers: only run under a measured accuracy budget.
+APPROXIMATE = {"sink-window"}
 
-def create(name: str):
+
+def create(name: str, **settings):
     if name not in PASSES:
         raise KeyError(f"unknown pass '{name}' — known passes: {', '.join(sorted(PASSES))}")
     module, cls = PASSES[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    return getattr(importlib.import_module(module), cls)(**settings)

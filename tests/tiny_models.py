@@ -43,3 +43,24 @@ def tiny_attention_onnx(path: Path, mask: bool = False) -> Path:
     onnx.checker.check_model(m)
     onnx.save(m, path)
     return path
+
+
+def tiny_causal_attention_onnx(path: Path, seq: int = 12) -> Path:
+    """x (batch, seq, 8) → q,k,v projections → ONNX Attention(is_causal=1), opset 23."""
+    rng = np.random.default_rng(1)
+    e = H * D
+    inits = [numpy_helper.from_array(rng.standard_normal((e, e)).astype(np.float32), n) for n in ("wq", "wk", "wv")]
+    inits.append(numpy_helper.from_array(np.array([0, seq, H, D], np.int64), "shape4"))
+    nodes = []
+    for n in ("q", "k", "v"):
+        nodes += [helper.make_node("MatMul", ["x", "w" + n], [n + "0"]),
+                  helper.make_node("Reshape", [n + "0", "shape4"], [n + "1"]),
+                  helper.make_node("Transpose", [n + "1"], [n], perm=[0, 2, 1, 3])]
+    nodes.append(helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1))
+    g = helper.make_graph(nodes, "causal", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", seq, e])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", H, seq, D])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 23)])
+    m.ir_version = 10
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    return path

@@ -1,0 +1,71 @@
+"""Rewrite plans under a measured budget: parse, accept, and fall back to the exact graph."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeattn import runtime
+from edgeattn.compiler.compile import compile_model
+from edgeattn.compiler.errors import CompileError
+from edgeattn.compiler.plan import Budget, parse_rewrite
+
+from ..tiny_models import tiny_causal_attention_onnx
+from .test_cli import edgeattn
+
+
+def test_parse_rewrite_and_budget():
+    step = parse_rewrite("sink-window:sink=4,window=64,layers=0-2,5")
+    assert step.settings == {"sink": 4, "window": 64, "layers": [0, 1, 2, 5]}
+    assert str(Budget.parse("cosine>=0.99")) == "cosine>=0.99"
+    with pytest.raises(CompileError, match="unknown rewrite 'tome'"):
+        parse_rewrite("tome:r=8")
+    with pytest.raises(CompileError, match="bad budget"):
+        Budget.parse("cosine<=0.99")
+
+
+@pytest.fixture(scope="module")
+def causal(tmp_path_factory):
+    return tiny_causal_attention_onnx(tmp_path_factory.mktemp("plan") / "c.onnx", seq=12)
+
+
+def test_exact_setting_is_accepted(causal, tmp_path):
+    m = compile_model(str(causal), "ort", tmp_path / "a", rewrites=["sink-window:sink=0,window=12"],
+                      budget="max-abs<=1e-5")
+    plan = m["plan"]
+    assert plan["accepted"] and plan["rewrites"][0]["count"] == 1
+    assert plan["measured"]["max-abs"] <= 1e-5 and m["accuracy"]["max_abs_error"] <= 1e-5
+
+
+def test_missed_budget_ships_the_exact_graph(causal, tmp_path):
+    m = compile_model(str(causal), "ort", tmp_path / "a", rewrites=["sink-window:sink=1,window=2"],
+                      budget="cosine>=0.99999")
+    plan = m["plan"]
+    assert not plan["accepted"] and "shipped the exact graph" in plan["reason"]
+    assert plan["measured"]["cosine"] < 0.99999
+    assert m["accuracy"]["max_abs_error"] <= 1e-5  # what shipped is exact
+    exact = compile_model(str(causal), "ort", tmp_path / "b")
+    sess, ref = runtime.load(tmp_path / "a"), runtime.load(tmp_path / "b")
+    feeds = sess.example_feeds(seed=1)
+    np.testing.assert_array_equal(sess.run(feeds)["y"], ref.run(feeds)["y"])
+    assert "plan" not in exact
+
+
+def test_cli_rewrite_and_explain(causal, tmp_path):
+    r = edgeattn("compile", str(causal), "-o", str(tmp_path / "a"), "--rewrite", "sink-window:sink=1,window=2",
+                 "--budget", "cosine>=0.5")
+    assert r.returncode == 0, r.stderr
+    assert "accepted" in r.stdout
+    saved = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert saved["plan"]["accepted"] and saved["plan"]["budget"] == "cosine>=0.5"
+    r = edgeattn("explain", str(tmp_path / "a"))
+    assert r.returncode == 0 and "sink-window" in r.stdout and "window=2" in r.stdout
+
+
+def test_cli_bad_plan_is_one_line(causal, tmp_path):
+    r = edgeattn("compile", str(causal), "-o", str(tmp_path / "a"), "--rewrite", "tome:r=8")
+    assert r.returncode == 2 and "unknown rewrite 'tome'" in r.stderr and not (tmp_path / "a").exists()
+    r = edgeattn("compile", str(causal), "-o", str(tmp_path / "a"), "--budget", "cosine>=0.9")
+    assert r.returncode == 2 and "without --rewrite" in r.stderr
