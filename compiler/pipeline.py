@@ -10,8 +10,9 @@ import onnx_ir as ir
 from edgeattn import passes
 
 PIPELINES: dict[str, list[str]] = {
-    # Exact rewrites only: fold, canonicalize attention, fold again.
-    "default": ["cleanup", "canonicalize-attention", "cleanup"],
+    # Exact rewrites only: fold, canonicalize attention, turn run-time causal masks into
+    # is_causal, fold again.
+    "default": ["cleanup", "canonicalize-attention", "fold-causal-masks", "cleanup"],
     # The export as is (for baselines and debugging).
     "none": [],
 }

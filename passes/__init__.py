@@ -16,6 +16,7 @@ PASSES: dict[str, str] = {
     "decompose-attention": "edgeattn.passes.decompose_attention:DecomposeAttention",
     "fold-attention-heads": "edgeattn.passes.fold_attention_heads:FoldAttentionHeads",
     "sink-window": "edgeattn.passes.sink_window:SinkWindowMask",
+    "fold-causal-masks": "edgeattn.passes.causal_masks:FoldCausalMasks",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -24,6 +25,7 @@ DESCRIPTIONS: dict[str, str] = {
     "decompose-attention": "ONNX Attention (4-D) → MatMul/Softmax/MatMul for targets without it, exact",
     "fold-attention-heads": "head split/merge Reshape+Transpose folded into a 3-D Attention, exact",
     "sink-window": "causal prefill → sink + local-window mask (approximate; settings sink, window, layers)",
+    "fold-causal-masks": "masks computed from input shapes only that are exactly causal → is_causal=1, exact",
 }
 
 # Passes that change the model's numbers: only run under a measured accuracy budget.
