@@ -45,6 +45,25 @@ def export(module, args, *, dynamo: bool, opset: int, input_names: list[str]) ->
         return ir.from_proto(onnx.load_from_string(buf.getvalue()))
 
 
+def tiny_gpt2():
+    """A 2-layer GPT-2 (random, seed 0) returning the last hidden state: a causal decoder."""
+    import torch
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    gpt = GPT2Model(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, use_cache=False)).eval()
+
+    class Hidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gpt = gpt
+
+        def forward(self, ids):
+            return self.gpt(input_ids=ids, use_cache=False).last_hidden_state
+
+    return Hidden().eval()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

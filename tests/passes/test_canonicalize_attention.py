@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeattn.passes.canonicalize_attention import CanonicalizeAttention
 from edgeattn.passes.cleanup import Cleanup
 
-from .conftest import export, op_counts, ort_run
+from .conftest import export, op_counts, ort_run, tiny_gpt2
 
 B, H, S, D = 1, 2, 6, 4
 
@@ -215,21 +215,9 @@ def test_hf_bert_with_padding_mask(attn, dynamo, opset):
 
 def test_gpt2_causal_mask_becomes_is_causal():
     import torch
-    from transformers import GPT2Config, GPT2Model
-
-    torch.manual_seed(0)
-    gpt = GPT2Model(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, use_cache=False)).eval()
-
-    class Hidden(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.gpt = gpt
-
-        def forward(self, ids):
-            return self.gpt(input_ids=ids, use_cache=False).last_hidden_state
 
     feeds = {"ids": (np.arange(10, dtype=np.int64)[None] * 7) % 100}
-    m = export(Hidden().eval(), (torch.from_numpy(feeds["ids"]),), dynamo=True, opset=20, input_names=["ids"])
+    m = export(tiny_gpt2(), (torch.from_numpy(feeds["ids"]),), dynamo=True, opset=20, input_names=["ids"])
     Cleanup()(m)
     _, m = _canonicalize_and_check(m, feeds, expect=2, atol=1e-4)
     atts = [n for n in m.graph if n.op_type == "Attention"]

@@ -13,28 +13,16 @@ from edgeattn.passes.canonicalize_attention import CanonicalizeAttention
 from edgeattn.passes.causal_masks import FoldCausalMasks
 from edgeattn.passes.cleanup import Cleanup
 
-from .conftest import ort_run
+from .conftest import ort_run, tiny_gpt2
 
 
 def _gpt2_dynamic_batch() -> ir.Model:
     import torch
-    from transformers import GPT2Config, GPT2Model
-
-    torch.manual_seed(0)
-    gpt = GPT2Model(GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, use_cache=False)).eval()
-
-    class Hidden(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.gpt = gpt
-
-        def forward(self, ids):
-            return self.gpt(input_ids=ids, use_cache=False).last_hidden_state
 
     ids = torch.zeros(2, 10, dtype=torch.long)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        prog = torch.onnx.export(Hidden().eval(), (ids,), dynamo=True, opset_version=20, input_names=["ids"],
+        prog = torch.onnx.export(tiny_gpt2(), (ids,), dynamo=True, opset_version=20, input_names=["ids"],
                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},), verbose=False)
     return ir.from_proto(prog.model_proto)
 
