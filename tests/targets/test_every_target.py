@@ -4,8 +4,10 @@ runtime and match the reference; unavailable ones skip with their reason."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ import pytest
 from edgeattn import runtime, targets
 from edgeattn.compiler.compile import compile_model
 from edgeattn.compiler.errors import CompileError
+from edgeattn.runtime.errors import ArtifactError
 
-from ..tiny_models import tiny_attention_onnx
+from ..tiny_models import D, H, S, tiny_attention_onnx
 
 TARGET_ROWS = {row["name"]: row for row in targets.describe_all()}
 
@@ -45,6 +48,62 @@ def test_target_compiles_and_matches_reference(name, tiny_onnx, tmp_path):
     want = runtime.load(tmp_path / "ref").run(feeds)
     got = sess.run(feeds)
     np.testing.assert_allclose(got["y"], want["y"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_onnx, tmp_path_factory) -> dict:
+    """One compiled artifact per available target, shared by the checks below."""
+    out = {}
+    for name, row in TARGET_ROWS.items():
+        if row["available"]:
+            out[name] = tmp_path_factory.mktemp(f"every-{name}") / "art"
+            compile_model(str(tiny_onnx), name, out[name])
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TARGET_ROWS))
+def test_concurrent_runs_are_independent(name, artifacts):
+    _require(name)
+    sess = runtime.load(artifacts[name])
+    rng = np.random.default_rng(5)
+    feeds = [{**sess.example_feeds(), "x": rng.standard_normal((1, S, H * D)).astype(np.float32)} for _ in range(4)]
+    expected = [sess.run(f)["y"] for f in feeds]
+    errors: list[str] = []
+
+    def worker(i):
+        for _ in range(20):
+            if not np.array_equal(sess.run(feeds[i])["y"], expected[i]):
+                errors.append(f"thread {i} got another thread's result")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+@pytest.mark.parametrize("name", sorted(TARGET_ROWS))
+def test_benchmark_per_op_rows(name, artifacts):
+    _require(name)
+    report = runtime.load(artifacts[name]).benchmark(runs=3, warmup=1, per_op=True)
+    assert report["backend"] == name and report["latency"]["p50_ms"] > 0
+    rows = report["ops"]
+    assert rows and set(rows[0]) == {"op_type", "name", "calls", "total_ms", "mean_ms", "percent"}
+    assert all(r["calls"] >= 1 for r in rows)
+    assert sum(r["percent"] for r in rows) == pytest.approx(100.0)
+    assert rows == sorted(rows, key=lambda r: r["total_ms"], reverse=True)
+
+
+@pytest.mark.parametrize("name", sorted(TARGET_ROWS))
+def test_missing_payload_file_is_refused(name, artifacts, tmp_path):
+    _require(name)
+    broken = tmp_path / "broken"
+    shutil.copytree(artifacts[name], broken)
+    payload = sorted(json.loads((broken / "manifest.json").read_text())["payload"].values())[-1]
+    (broken / payload).unlink()
+    with pytest.raises(ArtifactError, match=payload.split("/")[-1]):
+        runtime.load(broken)
 
 
 @pytest.mark.parametrize("name", sorted(TARGET_ROWS))
