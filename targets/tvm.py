@@ -12,7 +12,12 @@ Legalization, checked against apache-tvm 0.27:
   backend runs a larger batch as a loop of batch-1 calls (see runtime/backends/tvm.py).
 
 Untuned builds are LegalizeOps' plain TIR loops (no schedule, no threading): correct, but far
-slower than ORT. `tune()` is the place for MetaSchedule; it is not implemented yet.
+slower than ORT. `tune()` runs MetaSchedule (s_tir.meta_schedule) on the fused Relax module's TIR
+tasks and commits records to a JSON database per target key (kernels/tvm_tuning.py says where);
+`build()` tunes first when options["tune_trials"] > 0, and whenever that database holds records for
+the module's tasks it compiles with them (MetaScheduleApplyDatabase, via
+meta_schedule.relax_integration.compile_relax, whose fusion matches task extraction) and ships
+those records in the artifact under tuning/. Tasks without a record stay plain loops.
 """
 
 from __future__ import annotations
@@ -129,24 +134,133 @@ def import_relax(model: ir.Model):
     return from_onnx(ir.to_proto(model), shape_dict=shapes, keep_params_in_input=False)
 
 
+TUNING_DIR = "tuning"
+DEFAULT_TRIALS = 64
+
+
+def _fused(mod, target):
+    """The module as the CPU pipeline fuses it before lowering: the form tasks are extracted from."""
+    tvm = _import_tvm()
+    from tvm import relax  # noqa: PLC0415
+    from tvm.relax.backend.cpu_generic import pipeline as cpu  # noqa: PLC0415
+
+    with target, tvm.transform.PassContext(opt_level=3):
+        seq = cpu.library_dispatch_passes(target) + [
+            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+            relax.transform.FuseOps(), relax.transform.FuseTIR()]
+        return tvm.transform.Sequential(seq)(mod)
+
+
+def _tasks(mod, target) -> list:
+    from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
+
+    return [t for t in ms.relax_integration.extract_tasks(_fused(mod, target), target)
+            if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
+
+
+def _count(options: dict, key: str, default: int) -> int:
+    v = options.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"tvm {key} {v!r} is not a non-negative integer — pass e.g. {key}=64 (0 = no tuning)")
+    return v
+
+
+def tune_relax_module(mod, target, options: dict) -> dict:
+    """MetaSchedule over `mod`'s tasks that have no record yet in the target key's database."""
+    import tempfile  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
+
+    from edgeattn.kernels import tvm_tuning  # noqa: PLC0415
+
+    trials = _count(options, "trials", DEFAULT_TRIALS)
+    progress = options.get("progress")
+    t0 = time.perf_counter()
+    key = target_key(target)
+    db_dir = tvm_tuning.database_dir(key, options)
+    db = tvm_tuning.open_database(db_dir, create=True)
+    tasks = _tasks(mod, target)
+    todo = tasks if options.get("retune") else [t for t in tasks if tvm_tuning.best_record(db, t.dispatched[0]) is None]
+    report = {"tuned": True, "trials": 0, "tasks": len(tasks), "tasks_tuned": len(todo),
+              "tasks_reused": len(tasks) - len(todo), "budget": trials, "database": str(db_dir),
+              "target_key": key}
+    if todo and trials:
+        per_iter = max(1, min(64, -(-trials // len(todo))))
+        cores = int(target.attrs["num-cores"])
+        counter = tvm_tuning.counting_callback(progress if callable(progress) else None, trials)
+        callbacks = list(ms.measure_callback.MeasureCallback.create("default")) + [counter]
+        with tempfile.TemporaryDirectory(prefix="edgeattn-ms-") as logs:
+            with tvm_tuning.without_tensor_intrin(target):
+                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    todo, work_dir=logs, num_threads=cores, seed=options.get("seed", 0))
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=logs, max_trials_global=trials,
+                          num_trials_per_iter=per_iter, builder=tvm_tuning.make_builder(options.get("builder", "inprocess"), min(cores, per_iter)),
+                          runner=ms.runner.LocalRunner(timeout_sec=60), database=db,
+                          cost_model=tvm_tuning.cost_model(options.get("cost_model"), trials),
+                          measure_callbacks=callbacks, task_scheduler="gradient")
+        report["trials"], report["failed_trials"] = counter.done, counter.failed
+        if counter.first_error:
+            report["first_error"] = counter.first_error
+    elif not todo:
+        report["reason"] = "every task already has a record in the database (retune=True to tune again)"
+    report["records_found"] = sum(tvm_tuning.best_record(db, t.dispatched[0]) is not None for t in tasks)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
 def build(model: ir.Model, workdir: Path, options: dict) -> dict:
-    """Relax import, default CPU pipeline (untuned), export a shared library with the system C compiler."""
+    """Relax import, (tune,) CPU pipeline with the tuning database if it has records, export a shared library."""
     tvm = _import_tvm()
     precision = str(options.get("precision", "fp32")).lower()
     if precision not in PRECISIONS:
         raise ValueError(f"tvm precision {precision!r} is not supported — use one of {', '.join(PRECISIONS)}")
     target = host_target(options)
+    trials = _count(options, "tune_trials", 0)
     mod = import_relax(model)
-    executable = tvm.compile(mod, target)
+    tuning = None
+    if trials:
+        tuning = tune_relax_module(mod, target, {**options, "trials": trials})
+    from edgeattn.kernels import tvm_tuning  # noqa: PLC0415
+
+    payload = {"model": PAYLOAD}
+    applied = {"records": 0}
+    db_dir = tvm_tuning.database_dir(target_key(target), options)
+    executable = None
+    if options.get("apply_tuning", True) and tvm_tuning.has_records(db_dir):
+        from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
+
+        db = tvm_tuning.open_database(db_dir)
+        tasks = _tasks(mod, target)
+        shipped = tvm_tuning.export_records(db, [t.dispatched[0] for t in tasks], Path(workdir) / TUNING_DIR)
+        applied = {"records": shipped, "tasks": len(tasks), "database": str(db_dir)}
+        if shipped:
+            executable = ms.relax_integration.compile_relax(db, mod, target, None)
+            payload["tuning_records"] = f"{TUNING_DIR}/{tvm_tuning.RECORDS}"
+            payload["tuning_workloads"] = f"{TUNING_DIR}/{tvm_tuning.WORKLOADS}"
+    if executable is None:
+        executable = tvm.compile(mod, target)
     # export_library links the LLVM objects with the system compiler (gcc/cc must be on PATH).
     executable.export_library(str(Path(workdir) / PAYLOAD))
-    return {"backend": RUNTIME_BACKEND, "payload": {"model": PAYLOAD},
-            "backend_options": {"entry": ENTRY, "static_dims": static_dims(model),
-                                "target_key": target_key(target), "tuned": False,
-                                "target": {"kind": "llvm", "mcpu": str(target.attrs["mcpu"]),
-                                           "num_cores": int(target.attrs["num-cores"])}}}
+    opts = {"entry": ENTRY, "static_dims": static_dims(model), "target_key": target_key(target),
+            "tuned": applied["records"] > 0,
+            "target": {"kind": "llvm", "mcpu": str(target.attrs["mcpu"]), "num_cores": int(target.attrs["num-cores"])}}
+    if applied["records"] or tuning:
+        opts["tuning"] = {"applied": applied, **({"run": {k: v for k, v in tuning.items()}} if tuning else {})}
+    return {"backend": RUNTIME_BACKEND, "payload": payload, "backend_options": opts}
 
 
 def tune(model: ir.Model, options: dict) -> dict:
-    return {"tuned": False, "reason": "not implemented yet: MetaSchedule tuning (records under "
-            "kernels/tvm_db/<target-key>/) is the next step; builds are untuned LegalizeOps loops"}
+    """MetaSchedule-tune a legalized graph for this CPU; records go to the target key's JSON database.
+
+    options: trials (default 64), progress (callable(done, total)), tuning_db (database root),
+    retune (tune tasks that already have records), cost_model ("xgb"/"random"), seed,
+    mcpu/num_cores (as for build). Returns {"tuned", "trials", "tasks", "database", "seconds", ...};
+    "trials" counts the measurements made now (0 when every task already had a record).
+    """
+    if model is None:
+        raise ValueError("tvm tune needs a model — pass the legalized onnx_ir.Model (targets.tvm.legalize first)")
+    if _attention_nodes(model):
+        raise ValueError("tvm tune got a graph with ONNX Attention nodes — run targets.tvm.legalize(model) first")
+    target = host_target(options)
+    return tune_relax_module(import_relax(model), target, options)

@@ -138,11 +138,6 @@ def test_bool_padding_mask_model(tmp_path):
     assert np.abs(y - _ort_reference(src, {"x": x, "mask": mask})).max() <= 1e-4
 
 
-def test_tune_is_honest():
-    result = tvm_target.tune(None, {})
-    assert result["tuned"] is False and "not implemented" in result["reason"]
-
-
 def test_bad_options_are_one_line_errors(tiny, tmp_path):
     from edgeattn.compiler.errors import CompileError
 
