@@ -4,7 +4,6 @@ edgeattn.runtime, check accuracy, the payload table, the static batch, per-op pr
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -92,26 +91,6 @@ def test_unloopable_batch_is_an_input_error(artifact):
     handle = backend.open(artifact, manifest, threads=1)
     with pytest.raises(InputError, match="compiled for"):
         handle.run({"x": np.zeros((2, S, H * D), np.float32)})
-
-
-def test_concurrent_runs_are_independent(artifact):
-    sess = runtime.load(artifact)
-    rng = np.random.default_rng(5)
-    xs = [rng.standard_normal((1, S, H * D)).astype(np.float32) for _ in range(4)]
-    expected = [sess.run({"x": x})["y"] for x in xs]
-    errors: list[str] = []
-
-    def worker(i):
-        for _ in range(20):
-            if not np.array_equal(sess.run({"x": xs[i]})["y"], expected[i]):
-                errors.append(f"thread {i} got another thread's result")
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
 
 
 def test_benchmark_per_op_rows(artifact):
