@@ -17,6 +17,7 @@ PASSES: dict[str, str] = {
     "fold-attention-heads": "edgeattn.passes.fold_attention_heads:FoldAttentionHeads",
     "sink-window": "edgeattn.passes.sink_window:SinkWindowMask",
     "fold-causal-masks": "edgeattn.passes.causal_masks:FoldCausalMasks",
+    "tome": "edgeattn.passes.token_merging:TokenMerging",
 }
 
 DESCRIPTIONS: dict[str, str] = {

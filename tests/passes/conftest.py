@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
@@ -67,3 +68,47 @@ def tiny_gpt2():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def tiny_deit(zero_positions: bool = False):
+    """A 3-layer DeiT (random, seed 0; 32×32 input, patch 8 → 16 patches + class + distillation
+    tokens) returning its logits. zero_positions: no position embedding, so equal patches give
+    equal tokens."""
+    import torch
+    from transformers import DeiTConfig, DeiTForImageClassification
+
+    torch.manual_seed(0)
+    cfg = DeiTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                     image_size=32, patch_size=8, num_labels=10)
+    model = DeiTForImageClassification(cfg).eval()
+    if zero_positions:
+        with torch.no_grad():
+            model.deit.embeddings.position_embeddings.zero_()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, pixel_values):
+            return self.inner(pixel_values=pixel_values).logits
+
+    return Logits().eval()
+
+
+def canonical_tiny_deit(zero_positions: bool = False) -> ir.Model:
+    """tiny_deit exported (dynamo, opset 20, symbolic batch) and run through the default pipeline."""
+    import torch
+
+    from edgeattn.compiler.frontend import DEFAULT_OPSET
+    from edgeattn.compiler.pipeline import run_pipeline
+
+    x = torch.randn(2, 3, 32, 32)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(tiny_deit(zero_positions), (x,), dynamo=True, opset_version=DEFAULT_OPSET,
+                                 input_names=["pixel_values"], dynamic_shapes=({0: batch},), verbose=False)
+    model = ir.from_proto(prog.model_proto)
+    run_pipeline(model, "default")
+    return model

@@ -1,0 +1,165 @@
+"""Shared graph plumbing for the token-reducing rewrites (token merging, class-token pruning).
+
+They work on the canonical 3-D `Attention` (after `fold-attention-heads`), where no head-split
+Reshape carries the token count: a block's token count can then shrink between layers and every
+later op follows, with static shapes. A *block* is one Attention site plus the residual `Add`
+that closes its attention branch (Attention → MatMul → Add(bias) → Add(residual)); reductions
+are inserted after that Add, so the MLP and every later layer run on fewer tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir import tape
+
+
+@dataclass
+class Block:
+    index: int
+    attention: ir.Node
+    residual: ir.Node  # the Add closing the attention branch; its output is the residual stream
+    heads: int
+    tokens: int
+    channels: int
+
+    @property
+    def stream(self) -> ir.Value:
+        return self.residual.outputs[0]
+
+    @property
+    def key(self) -> ir.Value:
+        return self.attention.inputs[1]
+
+
+def _attr(node: ir.Node, name: str, default=None):
+    a = node.attributes.get(name)
+    return default if a is None else a.value
+
+
+def _residual_add(attention: ir.Node) -> ir.Node | None:
+    """Follow Attention's output through single-consumer MatMul/Add nodes to the residual Add."""
+    v = attention.outputs[0]
+    for _ in range(4):
+        users = {u.node for u in v.uses()}
+        if len(users) != 1:
+            return None
+        node = users.pop()
+        if node.op_type == "Add" and all(i is not None and i.const_value is None for i in node.inputs):
+            return node
+        if node.op_type not in ("MatMul", "Add"):
+            return None
+        v = node.outputs[0]
+    return None
+
+
+def block_reason(node: ir.Node) -> str | None:
+    """Why a token-reducing rewrite cannot use this Attention site (None if it can)."""
+    if _attr(node, "is_causal", 0):
+        return "causal attention"
+    if not _attr(node, "q_num_heads"):
+        return "not the 3-D (folded) form"
+    if len(node.inputs) > 3 and any(v is not None for v in node.inputs[3:]):
+        return "has a mask or a KV cache"
+    q, k = node.inputs[0], node.inputs[1]
+    if q.shape is None or k.shape is None or len(q.shape) != 3 or not isinstance(q.shape[1], int):
+        return "needs a static token count"
+    if q.shape[1] != k.shape[1]:
+        return "not self-attention (query and key token counts differ)"
+    return None
+
+
+def find_blocks(model: ir.Model) -> tuple[list[Block], list[dict]]:
+    """The usable blocks in graph order, and the sites skipped with their reason."""
+    blocks, skipped = [], []
+    sites = [n for n in model.graph if n.op_type == "Attention"]
+    for index, node in enumerate(sites):
+        reason = block_reason(node)
+        residual = None if reason else _residual_add(node)
+        if reason is None and residual is None:
+            reason = "no residual Add after the attention branch"
+        if reason:
+            skipped.append({"layer": index, "node": node.name or "<Attention>", "reason": reason})
+            continue
+        q = node.inputs[0]
+        blocks.append(Block(index, node, residual, int(_attr(node, "q_num_heads")), int(q.shape[1]),
+                            int(residual.outputs[0].shape[2]) if residual.outputs[0].shape else 0))
+    return blocks, skipped
+
+
+def prefix_tokens(model: ir.Model, tokens: int) -> int:
+    """Special tokens (class, distillation) placed before the patch tokens: the leading inputs of
+    the embedding Concat(axis=1) that builds the `tokens`-long sequence; 0 if there is none."""
+    for node in model.graph:
+        if node.op_type != "Concat" or _attr(node, "axis") not in (1, -2):
+            continue
+        out = node.outputs[0]
+        if out.shape is None or len(out.shape) != 3 or out.shape[1] != tokens:
+            continue
+        lead = [v.shape[1] if v is not None and v.shape is not None else None for v in node.inputs[:-1]]
+        if all(isinstance(d, int) for d in lead):
+            return int(sum(lead))
+    return 0
+
+
+def outputs_have_tokens(model: ir.Model, tokens: int) -> bool:
+    """True when a graph output keeps a per-token axis (then its shape would change)."""
+    return any(o.shape is not None and len(o.shape) >= 2 and o.shape[1] == tokens for o in model.graph.outputs)
+
+
+class Emitter:
+    """A tape whose constants become graph initializers; nodes are inserted in one go."""
+
+    def __init__(self, model: ir.Model, prefix: str) -> None:
+        self.model, self.prefix, self.tape, self._n = model, prefix, tape.Tape(), 0
+
+    def const(self, array) -> ir.Value:
+        self._n += 1
+        value = ir.Value(name=f"{self.prefix}_c{self._n}", const_value=ir.tensor(np.asarray(array)))
+        self.model.graph.register_initializer(value)
+        return value
+
+    def ints(self, *values: int) -> ir.Value:
+        return self.const(np.array(values, np.int64))
+
+    def op(self, op_type: str, *inputs, **attrs) -> ir.Value:
+        return self.tape.op(op_type, list(inputs), attrs or None)
+
+    def op_multi(self, op_type: str, *inputs, num_outputs: int, **attrs) -> list[ir.Value]:
+        return list(self.tape.op_multi_out(op_type, list(inputs), attrs or None, num_outputs=num_outputs))
+
+    def slice(self, x: ir.Value, start: int, end: int, axis: int, step: int = 1) -> ir.Value:
+        return self.op("Slice", x, self.ints(start), self.ints(end), self.ints(axis), self.ints(step))
+
+    def insert_after(self, anchor: ir.Node) -> None:
+        self.model.graph.insert_after(anchor, list(self.tape.nodes))
+        self.tape = tape.Tape()
+
+    def insert_before(self, anchor: ir.Node) -> None:
+        self.model.graph.insert_before(anchor, list(self.tape.nodes))
+        self.tape = tape.Tape()
+
+
+def redirect_uses(old: ir.Value, new: ir.Value, keep: set[ir.Node]) -> None:
+    """Point every consumer of `old` except the nodes in `keep` (the new subgraph) at `new`."""
+    for use in list(old.uses()):
+        if use.node not in keep:
+            use.node.replace_input_with(use.idx, new)
+
+
+def with_shape(value: ir.Value, batch, tokens: int, channels: int, dtype: ir.DataType) -> ir.Value:
+    value.shape = ir.Shape([batch, tokens, channels])
+    value.dtype = dtype
+    return value
+
+
+def reinfer_shapes(model: ir.Model) -> None:
+    """Token counts changed: drop the stale intermediate shapes and infer them again."""
+    keep = set(model.graph.inputs) | set(model.graph.outputs)
+    for node in model.graph:
+        for v in node.outputs:
+            if v not in keep:
+                v.shape = None
+    ir.passes.common.ShapeInferencePass()(model)

@@ -1,0 +1,150 @@
+"""Token merging (ToMe, Bolya et al., ICLR 2023), training-free, with static token counts.
+
+After a block's attention (residual Add), `r` tokens are merged away by bipartite soft
+matching: the keys averaged over heads are the similarity metric; tokens alternate into sets
+A and B; each A token's most similar B token is its edge; the r strongest edges merge their
+A token into the B token by a size-weighted average. Special leading tokens (class,
+distillation) are protected. Each token carries its size s (how many input patches it
+stands for); with `prop_attn` the later attention adds log(s) to its scores, so a merged token
+weighs as much as the tokens it replaced. Merging exact duplicates is then exact.
+
+Written in standard ONNX ops (Slice, MatMul, TopK, ArgMax, GatherElements, ScatterElements with
+reduction=add), so every backend runs it; r is static per layer, so every shape stays static.
+The pass first folds the head split into the 3-D Attention form (exact), where no Reshape
+carries the token count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeattn.passes._tokens import (Block, Emitter, find_blocks, outputs_have_tokens, prefix_tokens, redirect_uses,
+                                     reinfer_shapes, with_shape)
+from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
+
+
+def _per_layer(r, layers: list[int] | None, sites: int) -> dict[int, int]:
+    """r (int, or one value per selected layer) → {layer index: r}."""
+    chosen = list(range(sites)) if layers is None else list(layers)
+    if isinstance(r, str):
+        r = [int(x) for x in r.split(",")]
+    if isinstance(r, (list, tuple)):
+        if len(r) != len(chosen):
+            raise ValueError(f"tome got {len(r)} r values for {len(chosen)} layers")
+        return {layer: int(v) for layer, v in zip(chosen, r)}
+    return {layer: int(r) for layer in chosen}
+
+
+class TokenMerging(ir.passes.InPlacePass):
+    """Settings: r (tokens merged per layer: an int, or a list with one value per chosen layer),
+    layers (Attention site indices; default all), protect (leading tokens never merged; default:
+    the class/distillation tokens found in the embedding), prop_attn (size-weighted attention)."""
+
+    def __init__(self, r=8, layers: list[int] | None = None, protect: int | None = None,
+                 prop_attn: bool | int = True) -> None:
+        super().__init__()
+        self.r, self.layers, self.protect, self.prop_attn = r, layers, protect, bool(prop_attn)
+        self.sites_changed, self.details = 0, {}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        FoldAttentionHeads()(model)
+        blocks, skipped = find_blocks(model)
+        sites = sum(1 for n in model.graph if n.op_type == "Attention")
+        plan = _per_layer(self.r, self.layers, sites)
+        if any(v < 0 for v in plan.values()):
+            raise ValueError("tome needs r ≥ 0")
+        protect = None
+        state = _State(None, None)
+        tokens_per_layer, merged = [], []
+        for block in blocks:
+            if state.sizes is not None:  # token count changed upstream: attention sees sizes
+                if self.prop_attn:
+                    _add_size_bias(model, block, state.sizes)
+            tokens = state.tokens or block.tokens
+            tokens_per_layer.append({"layer": block.index, "tokens": tokens})
+            r = plan.get(block.index, 0)
+            if r == 0:
+                continue
+            if protect is None:
+                protect = self.protect if self.protect is not None else prefix_tokens(model, block.tokens)
+                if outputs_have_tokens(model, block.tokens):
+                    skipped.append({"layer": block.index, "reason": "the model outputs per-token values"})
+                    break
+            r = min(r, (tokens - protect) // 2)
+            if r <= 0:
+                continue
+            state = _merge(model, block, tokens, r, protect, state)
+            merged.append({"layer": block.index, "r": r, "tokens_after": state.tokens})
+        if merged:
+            reinfer_shapes(model)
+        self.sites_changed = len(merged)
+        self.details = {"sites": sites, "merged": merged, "tokens_in": tokens_per_layer, "skipped": skipped,
+                        "protect": protect, "prop_attn": self.prop_attn}
+        return ir.passes.PassResult(model, modified=bool(merged))
+
+
+class _State:
+    """The residual stream's token count after the last merge and its sizes (B, N, 1)."""
+
+    def __init__(self, tokens: int | None, sizes: ir.Value | None) -> None:
+        self.tokens, self.sizes = tokens, sizes
+
+
+def _add_size_bias(model: ir.Model, block: Block, sizes: ir.Value) -> None:
+    """Attention mask input = log(size) of each key, broadcast over queries: (B, 1, N, N)."""
+    e = Emitter(model, f"{block.attention.name or 'attn'}_tome_bias")
+    n = block.tokens if sizes.shape is None else sizes.shape[1]
+    log = e.op("Log", sizes)  # (B, N, 1)
+    row = e.op("Unsqueeze", e.op("Transpose", log, perm=[0, 2, 1]), e.ints(1))  # (B, 1, 1, N)
+    batch = e.slice(e.op("Shape", sizes), 0, 1, 0)
+    # ORT's CPU Attention wants the mask's query axis spelled out, not broadcast.
+    bias = e.op("Expand", row, e.op("Concat", batch, e.ints(1, n, n), axis=0))
+    e.insert_before(block.attention)
+    node = block.attention
+    node.resize_inputs(4)
+    node.replace_input_with(3, bias)
+
+
+def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State) -> _State:
+    """Insert one bipartite-soft-matching merge after `block`'s residual Add: n → n − r tokens."""
+    x = block.stream
+    c = block.channels
+    e = Emitter(model, f"{block.attention.name or 'attn'}_tome")
+    # Token features and sizes travel together: aug = [x·s, s]  (B, n, c+1).
+    if state.sizes is None:
+        aug = e.op("Pad", x, e.ints(0, 0, 0, 0, 0, 1), e.const(np.array(1, x.dtype.numpy())))
+    else:
+        aug = e.op("Concat", e.op("Mul", x, state.sizes), state.sizes, axis=-1)
+    # Similarity metric: keys averaged over heads, L2-normalised.
+    k = e.op("ReduceMean", e.op("Reshape", block.key, e.ints(0, 0, block.heads, -1)), e.ints(2), keepdims=0)
+    k = e.slice(k, p, n, 1)
+    m = e.op("Div", k, e.op("ReduceL2", k, e.ints(-1), keepdims=1))
+    na = (n - p + 1) // 2
+    a, b = e.slice(m, 0, n - p, 1, 2), e.slice(m, 1, n - p, 1, 2)
+    scores = e.op("MatMul", a, e.op("Transpose", b, perm=[0, 2, 1]))  # (B, na, nb)
+    best = e.op("ReduceMax", scores, e.ints(-1), keepdims=0)
+    best_b = e.op("ArgMax", scores, axis=-1, keepdims=0)
+    _, order = e.op_multi("TopK", best, e.ints(na), num_outputs=2, axis=-1, largest=1, sorted=1)
+    src_idx, unm_idx = e.slice(order, 0, r, 1), e.slice(order, r, na, 1)
+    dst_idx = e.op("GatherElements", best_b, src_idx, axis=1)
+
+    def rows(idx: ir.Value) -> ir.Value:  # (B, k) → (B, k, c+1) for GatherElements/ScatterElements
+        shape = e.op("Concat", e.op("Shape", idx), e.ints(c + 1), axis=0)
+        return e.op("Expand", e.op("Unsqueeze", idx, e.ints(-1)), shape)
+
+    body = e.slice(aug, p, n, 1)
+    xa, xb = e.slice(body, 0, n - p, 1, 2), e.slice(body, 1, n - p, 1, 2)
+    unm = e.op("GatherElements", xa, rows(unm_idx), axis=1)
+    src = e.op("GatherElements", xa, rows(src_idx), axis=1)
+    dst = e.op("ScatterElements", xb, rows(dst_idx), src, axis=1, reduction="add")
+    out = e.op("Concat", e.slice(aug, 0, p, 1), unm, dst, axis=1)  # (B, n − r, c+1)
+    sizes = e.slice(out, c, c + 1, 2)
+    merged = e.op("Div", e.slice(out, 0, c, 2), sizes)
+    batch = x.shape[0] if x.shape is not None else None
+    with_shape(merged, batch, n - r, c, x.dtype)
+    with_shape(sizes, batch, n - r, 1, x.dtype)
+    new_nodes = set(e.tape.nodes)
+    e.insert_after(block.residual)
+    redirect_uses(x, merged, new_nodes)
+    return _State(n - r, sizes)
