@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeattn import targets
-from edgeattn.compiler import accuracy, plan
+from edgeattn.compiler import accuracy, plan, planner
 from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.frontend import Source, load_source
 from edgeattn.compiler.pipeline import attention_summary, run_pipeline
@@ -59,7 +59,10 @@ def _parse_plan(rewrites: list[str] | None, budget: str | None):
         if budget:
             raise CompileError("--budget given without --rewrite", "add e.g. --rewrite sink-window:window=64")
         return [], None
-    return [plan.parse_rewrite(r) for r in rewrites], plan.Budget.parse(budget or plan.DEFAULT_BUDGET)
+    steps = [plan.parse_rewrite(r) for r in rewrites]
+    if len(steps) > 1 and any(s.name == plan.AUTO for s in steps):
+        raise CompileError("--rewrite auto cannot be combined with other rewrites", "give either auto or explicit rewrites")
+    return steps, plan.Budget.parse(budget or plan.DEFAULT_BUDGET)
 
 
 def _check_target_and_output(target: str, out: Path | None, force: bool):
@@ -86,9 +89,7 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
     t0 = time.perf_counter()
     reference_run = _reference_runner(src)
     records = run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))
-    plan_record = None
-    if steps:
-        src.model, plan_record = plan.apply_plan(src.model, steps, guard, _candidate_meter(src, reference_run), say)
+    plan_record = _apply_rewrites(src, steps, guard, reference_run, say) if steps else None
     say(f"legalize for {target}")
     legal = tgt.legalize(src.model)
     manifest = {
@@ -116,6 +117,30 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
             files = {name: work / name for name in manifest["payload"].values()}
             artifact.write_artifact(out, manifest, files, overwrite=force)
     return manifest
+
+
+def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progress) -> dict:
+    """Explicit steps, or `auto` (searched); src.model becomes the plan's graph if it is accepted."""
+    meter = _candidate_meter(src, reference_run)
+    search = None
+    if steps[0].name == plan.AUTO:
+        say("auto: search a per-layer plan")
+        steps, search = planner.search(src.model, guard, meter, say, **steps[0].settings)
+        if not steps:
+            return {"rewrites": [], "budget": str(guard), "accepted": False, "search": search,
+                    "reason": f"{search['reason']}; shipped the exact graph"}
+    exact = src.model
+    src.model, record = plan.apply_plan(exact, steps, guard, meter, say)
+    if search is not None:
+        record["search"] = search
+    if record["accepted"] and search is not None:
+        say("auto: time the plan against the exact graph")
+        record["latency"] = planner.compare_latency(exact, src.model, _example_feeds(src, {"inputs": io_specs(exact.graph.inputs)}))
+        if record["latency"]["speedup"] < 1.0:
+            src.model = exact
+            record["accepted"] = False
+            record["reason"] = f"no measured speedup ({record['latency']['speedup']:.2f}×); shipped the exact graph"
+    return record
 
 
 def _candidate_meter(src: Source, reference):

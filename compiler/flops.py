@@ -51,6 +51,9 @@ def node_flops(node: ir.Node, example: dict[str, int]) -> int | None:
     if op == "Attention" and ins[0] and ins[1] and ins[2] and len(ins[0]) == 4:
         b, h, s, d = ins[0]
         return 2 * b * h * s * ins[1][2] * (d + ins[2][3])
+    if op == "Attention" and ins[0] and ins[1] and ins[2] and len(ins[0]) == 3:  # (B, S, H·d) form
+        b, s, hd = ins[0]
+        return 2 * b * s * ins[1][1] * (hd + ins[2][2])
     return 0 if op not in ("MatMul", "Gemm", "Conv", "Attention") else None
 
 

@@ -19,6 +19,7 @@ import onnx_ir as ir
 from edgeattn import passes
 from edgeattn.compiler import accuracy
 from edgeattn.compiler.errors import CompileError
+from edgeattn.compiler.flops import graph_flops
 
 DEFAULT_BUDGET = "cosine>=0.99"
 _OPS = {">=": operator.ge, "<=": operator.le}
@@ -51,10 +52,13 @@ def _value(key: str, text: str):
     return text
 
 
+AUTO = "auto"  # the measured per-layer search (compiler/planner.py)
+
+
 def parse_rewrite(spec: str) -> RewriteStep:
     name, _, rest = spec.partition(":")
-    if name not in passes.APPROXIMATE:
-        raise CompileError(f"unknown rewrite '{name}'", f"known rewrites: {', '.join(sorted(passes.APPROXIMATE))}")
+    if name not in passes.APPROXIMATE and name != AUTO:
+        raise CompileError(f"unknown rewrite '{name}'", f"known rewrites: {', '.join(sorted(passes.APPROXIMATE))}, or {AUTO}")
     pairs: list[list[str]] = []
     for token in filter(None, rest.split(",")):
         if "=" in token:
@@ -124,7 +128,7 @@ def apply_plan(model: ir.Model, steps: list[RewriteStep], budget: Budget,
     value = budget.measure(acc)
     accepted = budget.met(value)
     record = {"rewrites": applied, "budget": str(budget), "measured": {budget.metric: value, **acc},
-              "accepted": accepted}
+              "accepted": accepted, "gemm_flops": {"exact": graph_flops(model), "plan": graph_flops(candidate)}}
     if not accepted:
         record["reason"] = (f"budget {budget} missed: measured {budget.metric} = {value:.6g}; "
                             "shipped the exact graph instead")

@@ -18,6 +18,7 @@ PASSES: dict[str, str] = {
     "sink-window": "edgeattn.passes.sink_window:SinkWindowMask",
     "fold-causal-masks": "edgeattn.passes.causal_masks:FoldCausalMasks",
     "tome": "edgeattn.passes.token_merging:TokenMerging",
+    "cls-prune": "edgeattn.passes.cls_pruning:ClassTokenPruning",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -27,10 +28,12 @@ DESCRIPTIONS: dict[str, str] = {
     "fold-attention-heads": "head split/merge Reshape+Transpose folded into a 3-D Attention, exact",
     "sink-window": "causal prefill → sink + local-window mask (approximate; settings sink, window, layers)",
     "fold-causal-masks": "masks computed from input shapes only that are exactly causal → is_causal=1, exact",
+    "tome": "token merging after attention (approximate; settings r, layers, protect, prop_attn)",
+    "cls-prune": "keep the patch tokens the class token attends to most (approximate; settings keep, layers, fuse)",
 }
 
 # Passes that change the model's numbers: only run under a measured accuracy budget.
-APPROXIMATE = {"sink-window"}
+APPROXIMATE = {"sink-window", "tome", "cls-prune"}
 
 
 def create(name: str, **settings):

@@ -20,8 +20,8 @@ def test_parse_rewrite_and_budget():
     step = parse_rewrite("sink-window:sink=4,window=64,layers=0-2,5")
     assert step.settings == {"sink": 4, "window": 64, "layers": [0, 1, 2, 5]}
     assert str(Budget.parse("cosine>=0.99")) == "cosine>=0.99"
-    with pytest.raises(CompileError, match="unknown rewrite 'tome'"):
-        parse_rewrite("tome:r=8")
+    with pytest.raises(CompileError, match="unknown rewrite 'merge-all'"):
+        parse_rewrite("merge-all:r=8")
     with pytest.raises(CompileError, match="bad budget"):
         Budget.parse("cosine<=0.99")
 
@@ -65,7 +65,7 @@ def test_cli_rewrite_and_explain(causal, tmp_path):
 
 
 def test_cli_bad_plan_is_one_line(causal, tmp_path):
-    r = edgeattn("compile", str(causal), "-o", str(tmp_path / "a"), "--rewrite", "tome:r=8")
-    assert r.returncode == 2 and "unknown rewrite 'tome'" in r.stderr and not (tmp_path / "a").exists()
+    r = edgeattn("compile", str(causal), "-o", str(tmp_path / "a"), "--rewrite", "merge-all:r=8")
+    assert r.returncode == 2 and "unknown rewrite 'merge-all'" in r.stderr and not (tmp_path / "a").exists()
     r = edgeattn("compile", str(causal), "-o", str(tmp_path / "a"), "--budget", "cosine>=0.9")
     assert r.returncode == 2 and "without --rewrite" in r.stderr

@@ -1,0 +1,140 @@
+"""`--rewrite auto`: a measured per-layer search for the cheapest token-merging schedule that
+stays inside the accuracy budget.
+
+1. Sensitivity: each layer alone, its merge count r bisected on a grid (steps of ~1/16 of the
+   tokens) → the largest r that layer takes alone and still meets the budget.
+2. Joint: the schedule α · r_alone, α bisected, measured as a whole (errors add up across layers).
+3. Greedy: raise single layers one grid step, cheapest-FLOPs gain first, keep what still meets it.
+Every candidate is measured (the same meter as explicit plans: reference outputs, labelled data
+where the model has it). The objective is the graph's GEMM FLOPs at batch 1; the chosen schedule
+is then timed against the exact graph (ONNX Runtime, interleaved repeats) and dropped if it is
+not faster.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeattn.compiler.flops import graph_flops
+from edgeattn.compiler.plan import Budget, RewriteStep
+from edgeattn.passes._tokens import prefix_tokens
+from edgeattn.passes.token_merging import TokenMerging
+
+
+def _clone(model: ir.Model) -> ir.Model:
+    return ir.from_proto(ir.to_proto(model))
+
+
+class _Search:
+    def __init__(self, model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
+                 say: Callable[[str], None], max_evals: int) -> None:
+        self.model, self.budget, self.measure, self.say, self.max_evals = model, budget, measure, say, max_evals
+        self.trials: list[dict] = []
+        self._cache: dict[tuple, dict] = {}
+
+    def evaluate(self, schedule: tuple[int, ...]) -> dict:
+        if schedule in self._cache:
+            return self._cache[schedule]
+        if len(self.trials) >= self.max_evals:
+            return {"ok": False, "flops": None, "value": None, "skipped": "evaluation budget spent"}
+        cand = _clone(self.model)
+        TokenMerging(r=list(schedule))(cand)
+        value = self.budget.measure(self.measure(cand))
+        trial = {"r": list(schedule), "value": value, "ok": self.budget.met(value), "flops": graph_flops(cand)}
+        self.trials.append(trial)
+        self._cache[schedule] = trial
+        mark = "ok" if trial["ok"] else "over budget"
+        self.say(f"auto #{len(self.trials)}: r={list(schedule)} {self.budget.metric}={value:.4g} {mark}")
+        return trial
+
+
+def _largest(ok: Callable[[int], bool], hi: int) -> int:
+    """Largest k in [0, hi] with ok(k), assuming ok is monotone (true up to some point)."""
+    lo = 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict], say: Callable[[str], None],
+           max_evals: int = 60) -> tuple[list[RewriteStep], dict]:
+    """The token-merging schedule (one r per Attention site) with the fewest FLOPs inside `budget`."""
+    probe = _clone(model)
+    p0 = TokenMerging(r=0)
+    p0(probe)
+    tokens = [t["tokens"] for t in p0.details["tokens_in"]]
+    sites = p0.details["sites"]
+    if not tokens or len(tokens) != sites:
+        reasons = "; ".join(s["reason"] for s in p0.details["skipped"]) or "no attention sites"
+        return [], {"family": "tome", "reason": f"no schedule to search: {reasons}"}
+    protect = prefix_tokens(probe, tokens[0])
+    step = max(1, (tokens[0] - protect) // 16)
+    levels = max(1, (tokens[0] - protect) // 2 // step)
+    s = _Search(model, budget, measure, say, max_evals)
+    zero = (0,) * sites
+
+    def with_layer(layer: int, r: int) -> tuple[int, ...]:
+        return tuple(r if i == layer else v for i, v in enumerate(zero))
+
+    alone = [_largest(lambda k, i=i: s.evaluate(with_layer(i, k * step))["ok"], levels) for i in range(sites)]
+
+    def scaled(a: float) -> tuple[int, ...]:
+        return tuple(int(a * k) * step for k in alone)
+
+    grid = 8
+    best = scaled(_largest(lambda g: s.evaluate(scaled(g / grid))["ok"], grid) / grid)
+    best_flops = s.evaluate(best)["flops"]
+    # Greedy: one more step on a single layer, kept when it stays inside and removes FLOPs
+    # (a layer already merging all it can does not); earlier layers first (they save the most).
+    improved = True
+    while improved and len(s.trials) < max_evals:
+        improved = False
+        for i in range(sites):
+            if best[i] // step >= levels:
+                continue
+            cand = tuple(v + step if j == i else v for j, v in enumerate(best))
+            trial = s.evaluate(cand)
+            if trial["ok"] and trial["flops"] < best_flops:
+                best, best_flops, improved = cand, trial["flops"], True
+    record = {"family": "tome", "grid_step": step, "protect": protect, "alone": [k * step for k in alone],
+              "chosen": list(best), "evaluations": len(s.trials), "trials": s.trials,
+              "flops_exact": graph_flops(model)}
+    if not any(best):
+        record["reason"] = "no layer can merge tokens inside the budget"
+        return [], record
+    record["flops_chosen"] = best_flops
+    return [RewriteStep("tome", {"r": list(best)})], record
+
+
+def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20) -> float:
+    """Median latency on ONNX Runtime (graph optimizations on, 1 session)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def compare_latency(exact: ir.Model, chosen: ir.Model, feeds: dict, rounds: int = 3) -> dict:
+    """Interleaved rounds of exact vs chosen on ORT; speedup = min exact / min chosen."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(ort_latency_ms(exact, feeds))
+        b.append(ort_latency_ms(chosen, feeds))
+    return {"exact_ms": min(a), "plan_ms": min(b), "speedup": min(a) / min(b), "measured_on": "onnxruntime CPU"}

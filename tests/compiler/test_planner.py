@@ -1,0 +1,76 @@
+"""--rewrite auto: the per-layer search stays inside the budget and falls back when it cannot."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+import pytest
+
+from edgeattn.compiler import planner
+from edgeattn.compiler.compile import compile_model
+from edgeattn.compiler.errors import CompileError
+from edgeattn.compiler.flops import graph_flops
+from edgeattn.compiler.plan import Budget
+
+from ..passes.conftest import canonical_tiny_deit
+
+
+@pytest.fixture(scope="module")
+def deit():
+    return canonical_tiny_deit()
+
+
+def _saved(model: ir.Model, exact: int) -> float:
+    """Fraction of the GEMM FLOPs removed (what the fake meters charge for)."""
+    return 1.0 - graph_flops(model) / exact
+
+
+def test_search_finds_the_largest_schedule_inside_the_budget(deit):
+    # A meter whose "cosine" falls with the FLOPs removed: the budget allows removing 40%.
+    exact = graph_flops(deit)
+    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
+    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None)
+    assert [s.name for s in steps] == ["tome"]
+    chosen = record["chosen"]
+    assert len(chosen) == 3 and record["grid_step"] == 1 and record["protect"] == 2
+    assert all(t["ok"] == (t["value"] >= 0.98) for t in record["trials"])
+    best = min((t for t in record["trials"] if t["ok"]), key=lambda t: t["flops"])
+    assert best["r"] == chosen and record["flops_chosen"] == best["flops"] < exact
+    # no single layer can take one more step inside the budget
+    for i in range(3):
+        more = [v + (j == i) for j, v in enumerate(chosen)]
+        trial = next((t for t in record["trials"] if t["r"] == more), None)
+        assert trial is None or not trial["ok"] or trial["flops"] == best["flops"]
+
+
+def test_search_with_nothing_affordable_returns_no_plan(deit):
+    exact = graph_flops(deit)
+    meter = lambda m: {"cosine": 1.0 if _saved(m, exact) == 0 else 0.5, "max_abs_error": 0.0}
+    steps, record = planner.search(deit, Budget.parse("cosine>=0.99"), meter, lambda _: None)
+    assert steps == [] and "no layer can merge" in record["reason"]
+
+
+def test_auto_finds_the_free_merge_after_the_last_attention(deit, tmp_path):
+    """Only the class/distillation tokens reach the logits after the last attention, so merging
+    patch tokens there is exact: a near-zero max-abs budget admits that layer and no other."""
+    path = tmp_path / "deit.onnx"
+    ir.save(deit, path)
+    m = compile_model(str(path), "ort", tmp_path / "a", rewrites=["auto"], budget="max-abs<=1e-5")
+    search = m["plan"]["search"]
+    assert search["chosen"][:2] == [0, 0] and search["chosen"][2] > 0
+    assert m["accuracy"]["max_abs_error"] <= 1e-5
+    # shipped only if it also measured faster than the exact graph; either way the reason is recorded
+    assert m["plan"]["accepted"] or "no measured speedup" in m["plan"]["reason"]
+
+
+def test_auto_without_sites_ships_the_exact_graph(tmp_path):
+    from ..tiny_models import tiny_causal_attention_onnx
+
+    path = tiny_causal_attention_onnx(tmp_path / "c.onnx")
+    m = compile_model(str(path), "ort", tmp_path / "a", rewrites=["auto"])
+    assert not m["plan"]["accepted"] and "causal attention" in m["plan"]["reason"]
+    assert "shipped the exact graph" in m["plan"]["reason"]
+
+
+def test_auto_is_alone(tmp_path):
+    with pytest.raises(CompileError, match="cannot be combined"):
+        compile_model("x.onnx", "ort", tmp_path / "a", rewrites=["auto", "tome:r=2"])
