@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+
+from edgeattn.compiler.errors import CompileError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="edgeattn: compile attention models into edge artifacts, run and profile them.")
@@ -66,6 +69,8 @@ def compile_cmd(
     precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 where the target supports it (see `edgeattn targets`)."),
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Approximate rewrite NAME:key=val,... (repeatable; see `edgeattn pipelines`)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite: cosine>=0.99 (default), top1-drop<=0.5, max-abs<=1e-3."),
+    tune_trials: Optional[int] = typer.Option(None, "--tune-trials", help="tvm: MetaSchedule trial budget for kernels not yet in the tuning database (0 = only apply records already there)."),
+    tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="tvm: tuning database root (see `edgeattn tune --help` for the default)."),
 ):
     """Compile MODEL for a target into an artifact directory.
 
@@ -80,16 +85,105 @@ def compile_cmd(
         edgeattn compile deit-small --target openvino --precision bf16 -o out/deit-ov
 
         edgeattn compile gpt2-small --rewrite sink-window:sink=4,window=64 --budget cosine>=0.99 -o out/gpt2
+
+        edgeattn compile digits-vit --target tvm --tune-trials 64 -o out/digits-tvm
     """
     from edgeattn.compiler.compile import compile_model
 
+    tuning = _tuning_options(target, tune_trials, tuning_db)
     output = output or Path("artifacts") / f"{model.replace('@', '_').replace('/', '_').rstrip('_')}-{target}"
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
-        task = bar.add_task(f"compile {model}", total=None)
+    with _progress() as bar:
+        task = bar.add_task(f"compile {model}", total=None, count="")
+        if tuning:
+            tuning["tuning_progress"] = _tuning_display(bar)
         manifest = compile_model(model, target, output, pipeline=pipeline, force=force,
-                                 target_options={"precision": precision}, rewrites=rewrite, budget=budget,
+                                 target_options={"precision": precision, **tuning}, rewrites=rewrite, budget=budget,
                                  progress=lambda m: bar.update(task, description=f"compile {model}: {m}"))
     _print_compile_summary(manifest, output)
+    _print_tuning_log(manifest.get("backend_options", {}).get("tuning", {}).get("run"))
+
+
+class _BarIfTotal(BarColumn):
+    """A bar only on lines with a total (tuning); spinner-only lines (compile steps) get none."""
+
+    def render(self, task):
+        return Text("") if task.total is None else super().render(task)
+
+
+def _progress() -> Progress:
+    """Compile-step spinner line, plus a tuning line with a bar while tuning runs (see _tuning_display)."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), _BarIfTotal(), TextColumn("{task.fields[count]}"),
+                    TimeElapsedColumn(), console=err, transient=True)
+
+
+def _check_trials(flag: str, n: int, zero: str) -> None:
+    if n < 0:
+        raise CompileError(f"{flag} {n} is negative", f"give a trial budget of 0 or more (0 = {zero})")
+
+
+def _tuning_options(target: str, trials: Optional[int], db: Optional[Path]) -> dict:
+    """target_options for --tune-trials/--tuning-db; an error for a target that does not tune."""
+    if trials is None and db is None:
+        return {}
+    from edgeattn import targets
+
+    flag = "--tune-trials" if trials is not None else "--tuning-db"
+    if not getattr(targets.get(target), "TUNABLE", False):
+        raise CompileError(f"target '{target}' does not tune kernels, so {flag} does not apply",
+                           f"drop {flag}, or compile with --target tvm")
+    opts: dict = {}
+    if trials is not None:
+        _check_trials("--tune-trials", trials, "no tuning, only apply records already in the database")
+        opts["tune_trials"] = trials
+    if db is not None:
+        opts["tuning_db"] = str(db)
+    return opts
+
+
+def _tuning_display(bar: Progress):
+    """A `tuning_progress` callback (kernels/tvm_tuning.TuningMonitor state) drawing a tuning line on `bar`."""
+    ids: dict = {}
+
+    def show(st: dict) -> None:
+        if "tune" not in ids:
+            ids["tune"] = bar.add_task("tune", total=max(1, st["total"]), count="")
+        tid = ids["tune"]
+        if st["phase"] == "done":
+            bar.update(tid, visible=False)
+            return
+        if st["phase"] == "init":
+            desc = f"tune: set up task {st['task']}/{st['tasks']} {st['task_name']}" if st["task"] else f"tune: set up {st['tasks']} tasks"
+        else:
+            desc = f"tune task {st['task']}/{st['tasks']} {st['task_name']}"
+        count = f"{st['sent']}/{st['total']} trials, {st['measured']} measured" + (f", {st['failed']} failed" if st["failed"] else "")
+        bar.update(tid, description=escape(desc), completed=st["sent"], count=count)
+
+    return show
+
+
+def _print_tuning(m: dict) -> None:
+    t = (m.get("backend_options") or {}).get("tuning")
+    if not t:
+        return
+    run, applied = t.get("run"), t.get("applied") or {}
+    if run:
+        line = (f"tuning ({run['target_key']}): {run['trials']} trials (budget {run['budget']}) for the "
+                f"{run['tasks_tuned']} of {run['tasks']} tasks without records, in {run['seconds']:.0f} s")
+        if run.get("failed_trials"):
+            line += f", [yellow]{run['failed_trials']} failed[/] ({escape(run.get('first_error', ''))})"
+        out.print(line)
+        if run.get("reason"):
+            out.print(f"  {escape(run['reason'])}")
+    if applied.get("records"):
+        out.print(f"tuned kernels: records for {applied['records']} of {applied['tasks']} tasks applied and shipped "
+                  f"(from {escape(applied['database'])})")
+    else:
+        out.print("tuned kernels: none (no record in the database for this model's tasks; plain loops)")
+
+
+def _print_tuning_log(run: Optional[dict]) -> None:
+    if run and run.get("log_dir"):
+        out.print(f"MetaSchedule log: {escape(run['log_dir'])}", highlight=False)
 
 
 def _print_compile_summary(m: dict, output: Path) -> None:
@@ -108,6 +202,7 @@ def _print_compile_summary(m: dict, output: Path) -> None:
     if "top1" in acc:
         line += f", top-1 {acc['top1']:.4f} (reference {acc['reference_top1']:.4f})"
     out.print(line)
+    _print_tuning(m)
     if m.get("plan"):
         _print_plan(m["plan"])
     if m.get("precision_note"):
@@ -126,6 +221,68 @@ def _print_plan(plan: dict) -> None:
               + (f", top-1 {measured['top1']:.4f} (reference {measured['reference_top1']:.4f})" if "top1" in measured else ""))
     if not plan["accepted"]:
         out.print(f"[yellow]fallback[/] {escape(plan['reason'])}")
+
+
+@app.command("tune")
+@_guard
+def tune_cmd(
+    model: str = typer.Argument(..., help="Zoo name, .onnx file or local HF folder."),
+    trials: int = typer.Option(64, "--trials", "-n", help="Trial budget (measured candidates) over the tasks without records (0 = only report)."),
+    tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="Database root (default: $EDGEATTN_TVM_DB, else kernels/tvm_db in a source checkout, else ~/.cache/edgeattn/tvm_db)."),
+    pipeline: str = typer.Option("default", "--pipeline", "-p", help="Pass pipeline, as for compile (the tasks depend on it)."),
+    retune: bool = typer.Option(False, "--retune", help="Also tune tasks that already have records."),
+):
+    """Tune MODEL's TVM kernels for this CPU with MetaSchedule; no artifact is written.
+
+    Records go to the tuning database under a key of target, CPU model and cores; a later
+    `edgeattn compile MODEL --target tvm` (same --tuning-db) applies them and ships them in the
+    artifact. Tasks that already have records are skipped unless --retune. MetaSchedule's own log
+    goes to a file beside the database (its path is printed).
+
+    Examples:
+
+        edgeattn tune digits-vit --trials 64
+
+        edgeattn tune model.onnx --trials 200 --tuning-db ~/tvm-db
+    """
+    from edgeattn import targets
+    from edgeattn.compiler.frontend import load_source
+    from edgeattn.compiler.pipeline import run_pipeline
+    from edgeattn.kernels import tvm_tuning
+
+    _check_trials("--trials", trials, "no tuning, only report what the database holds")
+    tgt = targets.get("tvm")
+    ok, reason = tgt.available()
+    if not ok:
+        raise CompileError(f"target 'tvm' is unavailable: {reason}")
+    options = {"trials": trials, "retune": retune, **({"tuning_db": str(tuning_db)} if tuning_db else {})}
+    with _progress() as bar:
+        task = bar.add_task(f"tune {model}", total=None, count="")
+
+        def say(msg: str) -> None:
+            bar.update(task, description=f"tune {model}: {msg}")
+
+        say("load" if model.endswith(".onnx") else "export")
+        src = load_source(model)
+        run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))  # the graph compile would build
+        say("legalize for tvm")
+        tgt.legalize(src.model)
+        say("extract tasks, tune")
+        rep = tgt.tune(src.model, {**options, "tuning_progress": _tuning_display(bar)})
+    db_dir = Path(rep["database"])
+    records, workloads = tvm_tuning.count_records(db_dir)
+    line = (f"tuned {model} for {rep['target_key']}: {rep['trials']} trials (budget {rep['budget']}) for the "
+            f"{rep['tasks_tuned']} of {rep['tasks']} tasks without records, in {rep['seconds']:.0f} s")
+    if rep.get("failed_trials"):
+        line += f", [yellow]{rep['failed_trials']} failed[/] ({escape(rep.get('first_error', ''))})"
+    out.print(line, highlight=False)
+    if rep.get("reason"):
+        out.print(f"  {escape(rep['reason'])}", highlight=False)
+    out.print(f"this model's tasks with a record: {rep['records_found']} of {rep['tasks']}", highlight=False)
+    out.print(f"database: {records} tuning records for {workloads} workloads in {escape(str(db_dir))}", highlight=False)
+    _print_tuning_log(rep)
+    db_flag = f" --tuning-db {tuning_db}" if tuning_db else ""
+    out.print(f"next: edgeattn compile {escape(model)} --target tvm{escape(db_flag)}", highlight=False)
 
 
 @app.command("explain")

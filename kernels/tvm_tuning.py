@@ -1,9 +1,14 @@
 """MetaSchedule support for the TVM CPU target: where tuning records live, and a builder that works here.
 
 Records: one MetaSchedule JSON database per target key (`targets.tvm.target_key`: kind, CPU model,
-cores) under `kernels/tvm_db/<key>/` (`database_workload.json` + `database_tuning_record.json`).
-The root can be moved with the target option `tuning_db` or the environment variable
-`EDGEATTN_TVM_DB` (tests use a temporary one so they never write into the repository).
+cores) under `<root>/<key>/` (`database_workload.json` + `database_tuning_record.json`). The root
+is `kernels/tvm_db/` when running from the source tree, otherwise a user cache dir (see
+`DEFAULT_ROOT`); the target option `tuning_db` or the environment variable `EDGEATTN_TVM_DB`
+moves it (tests use a temporary one so they never write into the repository).
+
+Logs: MetaSchedule logs every step at INFO to stdout by default. `quiet_logs` sends them to files
+under `<root>/logs/<key>/<run>/logs/` instead (the last few runs are kept), and `TuningMonitor`
+follows the task scheduler's log lines to report which task is tuned and how many trials were sent.
 
 Builder: MetaSchedule's default LocalBuilder build function imports `tvm.s_tir.tensor_intrin` in
 every worker process (tens of seconds on a small CPU, so its 30 s build timeout expires and every
@@ -16,8 +21,12 @@ Only imported by targets/tvm.py; tvm is imported lazily, inside functions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import shutil
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Callable
@@ -25,7 +34,27 @@ from typing import Callable
 ENV_DB = "EDGEATTN_TVM_DB"
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
-DEFAULT_ROOT = Path(__file__).resolve().parent / "tvm_db"
+_SOURCE_DB = Path(__file__).resolve().parent / "tvm_db"
+
+
+def _default_root() -> Path:
+    """Where tuning records go by default.
+
+    Records are user-generated (per CPU model and core count; nothing but .gitkeep is committed under
+    kernels/tvm_db), so they are not package data. From the source tree (a checkout or an editable
+    install: kernels/ sits next to pyproject.toml) they go to kernels/tvm_db/, as before. An installed
+    package's directory may be read-only and is replaced on upgrade, so there they go to the user
+    cache dir: $XDG_CACHE_HOME/edgeattn/tvm_db (default ~/.cache/edgeattn/tvm_db).
+    """
+    if (_SOURCE_DB.parent.parent / "pyproject.toml").is_file():
+        return _SOURCE_DB
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "edgeattn" / "tvm_db"
+
+
+DEFAULT_ROOT = _default_root()
+LOGS = "logs"
+KEEP_LOG_RUNS = 5
 
 
 def database_root(options: dict | None = None) -> Path:
@@ -41,6 +70,18 @@ def database_dir(key: str, options: dict | None = None) -> Path:
 def has_records(db_dir: Path) -> bool:
     f = Path(db_dir) / RECORDS
     return f.is_file() and f.stat().st_size > 0
+
+
+def count_records(db_dir: Path) -> tuple[int, int]:
+    """(tuning records, workloads) in the JSON database in `db_dir` (one JSON line each; 0 if absent)."""
+    def lines(name: str) -> int:
+        f = Path(db_dir) / name
+        if not f.is_file():
+            return 0
+        with f.open("rb") as fh:
+            return sum(1 for ln in fh if ln.strip())
+
+    return lines(RECORDS), lines(WORKLOADS)
 
 
 def open_database(db_dir: Path, create: bool = False):
@@ -181,3 +222,103 @@ def cost_model(kind: str | None, trials: int) -> str:
     except ImportError:
         return "random"
     return "xgb"
+
+
+# --- logs and progress ---------------------------------------------------------------------------
+
+MS_LOGGER = "tvm.s_tir.meta_schedule"
+# The task schedulers log through loggers under this one (task_scheduler.gradient_based, ...); a
+# handler here sees their lines. Not on MS_LOGGER itself: MetaSchedule's create_loggers (run by
+# extracted_tasks_to_tune_contexts) reconfigures it with dictConfig, which would reject a handler it
+# does not know by name, and clears the handlers of its existing child loggers, this one included;
+# so attach after that call (TuningMonitor.attached around tune_tasks).
+SCHEDULER_LOGGER = MS_LOGGER + ".task_scheduler"
+
+
+@contextlib.contextmanager
+def quiet_logs(db_root: Path, key: str):
+    """Yield a fresh MetaSchedule work dir under <db_root>/logs/<key>/ whose logs/ gets every log line.
+
+    MetaSchedule's create_loggers gives its console handler the level of the MS_LOGGER as it finds
+    it (NOTSET → DEBUG: the whole log on stdout); setting WARNING first keeps only warnings and errors
+    on the terminal while the files still get everything. The file handlers are closed afterwards.
+    Keeps the newest KEEP_LOG_RUNS run folders of the key.
+    """
+    parent = Path(db_root) / LOGS / key
+    run = parent / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run.mkdir(parents=True, exist_ok=True)
+    older = sorted(p for p in parent.iterdir() if p.is_dir() and p != run)  # names sort by time
+    for old in older[:max(0, len(older) - (KEEP_LOG_RUNS - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+    logging.getLogger(MS_LOGGER).setLevel(logging.WARNING)
+    try:
+        yield run
+    finally:
+        root = str(run)
+        for lg in [logging.getLogger(MS_LOGGER)] + [v for k, v in logging.root.manager.loggerDict.items()
+                                                   if k.startswith(MS_LOGGER + ".") and isinstance(v, logging.Logger)]:
+            for h in list(lg.handlers):
+                if isinstance(h, logging.FileHandler) and h.baseFilename.startswith(root):
+                    lg.removeHandler(h)
+                    h.close()
+
+
+class TuningMonitor(logging.Handler):
+    """Tuning progress as a dict, reported to `on_update` after each change.
+
+    State: phase ("init" while MetaSchedule sets up its tasks, "tune", "done"), task (1-based index
+    of the task being tuned), tasks, task_name, sent (trials sent to the builder so far), measured
+    and failed (trials measured so far, from the measure callback), total (the trial budget).
+    Task and sent come from the task scheduler's log lines (apache-tvm 0.27's wording); if they
+    ever stop matching, measured still advances.
+    """
+
+    _INIT = re.compile(r'Initializing Task #(\d+): "([^"]*)"')
+    _PICK = re.compile(r'picks Task #(\d+): "([^"]*)"')
+    _SENT = re.compile(r"Sending (\d+) sample\(s\) to builder")
+
+    def __init__(self, on_update: Callable[[dict], None] | None, tasks: int, total: int):
+        super().__init__(logging.DEBUG)
+        self.on_update = on_update
+        self.state = {"phase": "init", "task": 0, "tasks": tasks, "task_name": "", "sent": 0,
+                      "measured": 0, "failed": 0, "total": total}
+
+    def notify(self) -> None:
+        if self.on_update is not None:
+            try:
+                self.on_update(dict(self.state))
+            except Exception:  # a broken progress display must not stop tuning
+                self.on_update = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+        except Exception:
+            return
+        st = self.state
+        if m := self._PICK.search(msg):
+            st.update(phase="tune", task=int(m.group(1)) + 1, task_name=m.group(2))
+        elif m := self._INIT.search(msg):
+            st.update(task=int(m.group(1)) + 1, task_name=m.group(2))
+        elif m := self._SENT.search(msg):
+            st["sent"] = min(st["total"], st["sent"] + int(m.group(1)))
+        else:
+            return
+        self.notify()
+
+    def measured(self, done: int, failed: int) -> None:
+        self.state.update(measured=done, failed=failed, sent=max(self.state["sent"], min(done, self.state["total"])))
+        self.notify()
+
+    def finish(self) -> None:
+        self.state["phase"] = "done"
+        self.notify()
+
+    @contextlib.contextmanager
+    def attached(self):
+        lg = logging.getLogger(SCHEDULER_LOGGER)
+        lg.addHandler(self)
+        try:
+            yield self
+        finally:
+            lg.removeHandler(self)

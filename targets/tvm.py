@@ -13,7 +13,8 @@ Legalization, checked against apache-tvm 0.27:
 
 Untuned builds are LegalizeOps' plain TIR loops (no schedule, no threading): correct, but far
 slower than ORT. `tune()` runs MetaSchedule (s_tir.meta_schedule) on the fused Relax module's TIR
-tasks and commits records to a JSON database per target key (kernels/tvm_tuning.py says where);
+tasks and commits records to a JSON database per target key (kernels/tvm_tuning.py says where;
+MetaSchedule's log goes to files beside it, reported as "log_dir");
 `build()` tunes first when options["tune_trials"] > 0, and whenever that database holds records for
 the module's tasks it compiles with them (MetaScheduleApplyDatabase, via
 meta_schedule.relax_integration.compile_relax, whose fusion matches task extraction) and ships
@@ -136,6 +137,8 @@ def import_relax(model: ir.Model):
 
 TUNING_DIR = "tuning"
 DEFAULT_TRIALS = 64
+# This target tunes kernels: the CLI accepts --tune-trials/--tuning-db for it (and `edgeattn tune`).
+TUNABLE = True
 
 
 def _fused(mod, target):
@@ -167,7 +170,6 @@ def _count(options: dict, key: str, default: int) -> int:
 
 def tune_relax_module(mod, target, options: dict) -> dict:
     """MetaSchedule over `mod`'s tasks that have no record yet in the target key's database."""
-    import tempfile  # noqa: PLC0415
     import time  # noqa: PLC0415
 
     from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
@@ -188,22 +190,36 @@ def tune_relax_module(mod, target, options: dict) -> dict:
     if todo and trials:
         per_iter = max(1, min(64, -(-trials // len(todo))))
         cores = int(target.attrs["num-cores"])
-        counter = tvm_tuning.counting_callback(progress if callable(progress) else None, trials)
+        # tuning_progress: callable(state dict) with the task being tuned and trials sent/measured
+        # (TuningMonitor); progress: callable(measured, budget), as before.
+        monitor = tvm_tuning.TuningMonitor(options.get("tuning_progress"), len(todo), trials)
+
+        def measured(done: int, total: int) -> None:
+            monitor.measured(counter.done, counter.failed)
+            if callable(progress):
+                progress(done, total)
+
+        counter = tvm_tuning.counting_callback(measured, trials)
         callbacks = list(ms.measure_callback.MeasureCallback.create("default")) + [counter]
-        with tempfile.TemporaryDirectory(prefix="edgeattn-ms-") as logs:
-            with tvm_tuning.without_tensor_intrin(target):
+        # MetaSchedule's own log goes to files under <db root>/logs/<key>/<run>/logs/, not the terminal.
+        with tvm_tuning.quiet_logs(tvm_tuning.database_root(options), key) as work_dir:
+            monitor.notify()
+            with tvm_tuning.without_tensor_intrin(target):  # this also configures MetaSchedule's loggers
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    todo, work_dir=logs, num_threads=cores, seed=options.get("seed", 0))
-            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=logs, max_trials_global=trials,
-                          num_trials_per_iter=per_iter, builder=tvm_tuning.make_builder(options.get("builder", "inprocess"), min(cores, per_iter)),
-                          runner=ms.runner.LocalRunner(timeout_sec=60), database=db,
-                          cost_model=tvm_tuning.cost_model(options.get("cost_model"), trials),
-                          measure_callbacks=callbacks, task_scheduler="gradient")
+                    todo, work_dir=str(work_dir), num_threads=cores, seed=options.get("seed", 0))
+            with monitor.attached():
+                ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
+                              num_trials_per_iter=per_iter, builder=tvm_tuning.make_builder(options.get("builder", "inprocess"), min(cores, per_iter)),
+                              runner=ms.runner.LocalRunner(timeout_sec=60), database=db,
+                              cost_model=tvm_tuning.cost_model(options.get("cost_model"), trials),
+                              measure_callbacks=callbacks, task_scheduler="gradient")
+            monitor.finish()
         report["trials"], report["failed_trials"] = counter.done, counter.failed
+        report["log_dir"] = str(work_dir / "logs")
         if counter.first_error:
             report["first_error"] = counter.first_error
     elif not todo:
-        report["reason"] = "every task already has a record in the database (retune=True to tune again)"
+        report["reason"] = "every task already has a record in the database (retune=True, or `edgeattn tune --retune`, tunes them again)"
     report["records_found"] = sum(tvm_tuning.best_record(db, t.dispatched[0]) is not None for t in tasks)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     return report
@@ -253,8 +269,8 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
 def tune(model: ir.Model, options: dict) -> dict:
     """MetaSchedule-tune a legalized graph for this CPU; records go to the target key's JSON database.
 
-    options: trials (default 64), progress (callable(done, total)), tuning_db (database root),
-    retune (tune tasks that already have records), cost_model ("xgb"/"random"), seed,
+    options: trials (default 64), progress (callable(done, total)), tuning_progress (callable(state):
+    see kernels/tvm_tuning.TuningMonitor), tuning_db (database root), retune (tune tasks that already have records), cost_model ("xgb"/"random"), seed,
     mcpu/num_cores (as for build). Returns {"tuned", "trials", "tasks", "database", "seconds", ...};
     "trials" counts the measurements made now (0 when every task already had a record).
     """

@@ -82,9 +82,18 @@ def test_targets_json():
 
 
 def test_help_has_examples():
-    for cmd in ("compile", "run", "profile", "inspect", "targets"):
+    for cmd in ("compile", "run", "profile", "inspect", "targets", "tune"):
         r = edgeattn(cmd, "--help")
         assert r.returncode == 0 and "Example" in r.stdout, cmd
+
+
+def test_tune_help():
+    r = edgeattn("tune", "--help")
+    assert r.returncode == 0, r.stderr
+    for flag in ("--trials", "--tuning-db", "--retune", "no artifact"):
+        assert flag in r.stdout, flag
+    r = edgeattn("compile", "--help")
+    assert "--tune-trials" in r.stdout and "--tuning-db" in r.stdout
 
 
 # --- bad input: one line, exit 2, nothing written ---------------------------------------------
@@ -148,3 +157,24 @@ def test_compile_without_compiler_extras_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     _one_error_line(r, "onnx_ir", "pip install 'edgeattn[compiler]'")
     assert not (tmp_path / "o").exists()
+
+
+# --- tuning options (checked before anything is loaded; no tvm needed) --------------------------
+
+def test_tune_trials_on_a_target_that_does_not_tune(tmp_path):
+    model = tiny_attention_onnx(tmp_path / "tiny.onnx")
+    r = edgeattn("compile", str(model), "--target", "ort", "--tune-trials", "4", "-o", str(tmp_path / "o"))
+    _one_error_line(r, "target 'ort' does not tune kernels", "--tune-trials", "--target tvm")
+    r = edgeattn("compile", str(model), "--target", "openvino", "--tuning-db", str(tmp_path / "db"), "-o", str(tmp_path / "o"))
+    _one_error_line(r, "target 'openvino' does not tune kernels", "--tuning-db")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "db").exists()
+
+
+def test_negative_trials_are_rejected(tmp_path):
+    model = tiny_attention_onnx(tmp_path / "tiny.onnx")
+    r = edgeattn("compile", str(model), "--target", "tvm", "--tune-trials", "-1", "--tuning-db", str(tmp_path / "db"),
+                 "-o", str(tmp_path / "o"))
+    _one_error_line(r, "--tune-trials -1 is negative", "0 or more")
+    r = edgeattn("tune", str(model), "--trials", "-2", "--tuning-db", str(tmp_path / "db"))
+    _one_error_line(r, "--trials -2 is negative", "0 or more")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "db").exists()

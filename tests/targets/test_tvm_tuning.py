@@ -1,9 +1,16 @@
 """TVM MetaSchedule tuning: tune the tiny attention model through compile_model, into a temporary
-database; the artifact ships the records (with SHA-256) and still matches; a second compile reuses them."""
+database; the artifact ships the records (with SHA-256) and still matches; a second compile reuses them.
+The same through the CLI (`compile --tune-trials`, `tune`), with MetaSchedule's log kept off the terminal."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,12 +40,58 @@ def tuned(tmp_path_factory):
 
 
 def test_database_location_is_overridable(monkeypatch, tmp_path):
+    monkeypatch.delenv(tvm_tuning.ENV_DB, raising=False)
     assert tvm_tuning.database_root({}) == tvm_tuning.DEFAULT_ROOT
+    # From the source tree (as here): kernels/tvm_db.
     assert tvm_tuning.DEFAULT_ROOT.name == "tvm_db" and tvm_tuning.DEFAULT_ROOT.parent.name == "kernels"
     monkeypatch.setenv(tvm_tuning.ENV_DB, str(tmp_path / "env"))
     assert tvm_tuning.database_root({}) == tmp_path / "env"
     assert tvm_tuning.database_root({"tuning_db": str(tmp_path / "opt")}) == tmp_path / "opt"
     assert tvm_tuning.database_dir("llvm-x-2c", {}) == tmp_path / "env" / "llvm-x-2c"
+
+
+def test_installed_package_defaults_to_the_user_cache(monkeypatch, tmp_path):
+    installed = tmp_path / "site-packages" / "edgeattn" / "kernels" / "tvm_db"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(tvm_tuning, "_SOURCE_DB", installed)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert tvm_tuning._default_root() == tmp_path / "cache" / "edgeattn" / "tvm_db"
+    (installed.parent.parent / "pyproject.toml").write_text("")  # kernels/ beside pyproject.toml: a checkout
+    assert tvm_tuning._default_root() == installed
+
+
+def test_quiet_logs_keep_the_last_runs(tmp_path):
+    parent = tmp_path / "logs" / "llvm-x-2c"
+    for i in range(7):
+        (parent / f"2020010{i}-000000-1").mkdir(parents=True)
+    with tvm_tuning.quiet_logs(tmp_path, "llvm-x-2c") as run:
+        assert run.is_dir() and run.parent == parent
+        assert logging.getLogger(tvm_tuning.MS_LOGGER).level == logging.WARNING
+    runs = sorted(p.name for p in parent.iterdir())
+    assert len(runs) == tvm_tuning.KEEP_LOG_RUNS and run.name in runs and "20200106-000000-1" in runs
+    assert "20200102-000000-1" not in runs
+
+
+def test_tuning_monitor_follows_the_scheduler_log():
+    states: list[dict] = []
+    mon = tvm_tuning.TuningMonitor(states.append, tasks=3, total=4)
+
+    def log(msg: str) -> None:
+        mon.handle(logging.LogRecord(tvm_tuning.SCHEDULER_LOGGER + ".gradient_based", logging.INFO, "x", 1, msg, None, None))
+
+    log('[task_scheduler.cc:174] Initializing Task #0: "matmul"')
+    log('[task_scheduler.cc:195] TaskScheduler picks Task #1: "softmax"')
+    log("[task_scheduler.cc:208] Sending 2 sample(s) to builder")
+    log("[task_scheduler.cc:218] Sending 2 valid sample(s) to runner")  # not counted twice
+    log("something else")  # ignored
+    mon.measured(4, 1)
+    mon.finish()
+    assert [s["phase"] for s in states] == ["init", "tune", "tune", "tune", "done"]
+    assert states[1]["task"] == 2 and states[1]["task_name"] == "softmax" and states[1]["tasks"] == 3
+    assert states[2]["sent"] == 2 and states[3]["measured"] == 4 and states[3]["failed"] == 1 and states[3]["sent"] == 4
+    bad = tvm_tuning.TuningMonitor(lambda st: 1 / 0, tasks=1, total=1)
+    bad.measured(1, 0)  # a failing display is dropped, tuning goes on
+    assert bad.on_update is None
 
 
 def test_tune_options_are_checked(tmp_path):
@@ -107,3 +160,51 @@ def test_empty_database_builds_untuned(tmp_path):
                       target_options={"tuning_db": str(tmp_path / "db")})
     assert m["backend_options"]["tuned"] is False and m["payload"] == {"model": "model.so"}
     assert not (tmp_path / "db").exists()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "edgeattn.compiler.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=1200)
+
+
+@pytest.mark.slow
+def test_cli_compile_with_tune_trials_then_tune(tmp_path):
+    """`compile --target tvm --tune-trials 4 --tuning-db`, then `tune` fills more of the same database (~2 min on 2 cores)."""
+    src = tiny_attention_onnx(tmp_path / "tiny.onnx")
+    db, art = tmp_path / "db", tmp_path / "art"
+    t0 = time.perf_counter()
+    r = _cli("compile", str(src), "--target", "tvm", "--tune-trials", "4", "--tuning-db", str(db), "-o", str(art))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((art / "manifest.json").read_text())
+    opts = m["backend_options"]
+    run, applied = opts["tuning"]["run"], opts["tuning"]["applied"]
+    assert run["trials"] == 4 and run["budget"] == 4 and run["failed_trials"] == 0
+    assert opts["tuned"] is True and 1 <= applied["records"] <= run["tasks"]
+    assert m["payload"]["tuning_records"] == RECORDS and RECORDS in m["files"]
+    assert m["accuracy"]["max_abs_error"] <= 1e-4
+    key = opts["target_key"]
+    log_dir = Path(run["log_dir"])
+    assert log_dir.parent.parent == db / "logs" / key and any(log_dir.glob("*task_scheduler.log"))
+    assert "picks Task" in next(log_dir.glob("*task_scheduler.log")).read_text()
+    assert "task_scheduler.cc" not in r.stdout + r.stderr  # MetaSchedule's log stays in its file
+    assert f"MetaSchedule log: {log_dir}" in r.stdout and "trials (budget 4)" in r.stdout
+    x = np.random.default_rng(5).standard_normal((2, S, H * D)).astype(np.float32)  # batch 2: looped batch-1 calls
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref = ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(runtime.load(art).run({"x": x})["y"] - ref).max() <= 1e-4
+    compile_s = time.perf_counter() - t0
+
+    before, _ = tvm_tuning.count_records(db / key)
+    r = _cli("tune", str(src), "--trials", "2", "--tuning-db", str(db))
+    assert r.returncode == 0, r.stderr
+    after, workloads = tvm_tuning.count_records(db / key)
+    assert after == before + 2 and workloads == run["tasks"]
+    assert f"database: {after} tuning records for {workloads} workloads in {db / key}" in r.stdout
+    assert f"this model's tasks with a record: {applied['records'] + 2} of {run['tasks']}" in r.stdout
+    assert "task_scheduler.cc" not in r.stdout + r.stderr
+    assert not (tmp_path / "artifacts").exists()
+    print(f"compile --tune-trials 4: {compile_s:.0f} s; tune --trials 2: {time.perf_counter() - t0 - compile_s:.0f} s")
