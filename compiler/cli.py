@@ -216,11 +216,42 @@ def _print_plan(plan: dict) -> None:
     for r in plan["rewrites"]:
         t.add_row(r["name"], escape(", ".join(f"{k}={v}" for k, v in r["settings"].items())) or "defaults", str(r["count"]))
     out.print(t)
-    measured = plan["measured"]
-    out.print(f"plan measured: cosine {measured['cosine']:.6f}, max abs error {measured['max_abs_error']:.3g}"
-              + (f", top-1 {measured['top1']:.4f} (reference {measured['reference_top1']:.4f})" if "top1" in measured else ""))
+    _print_layers(plan)
+    measured = plan.get("measured")
+    if measured:
+        out.print(f"plan measured: cosine {measured['cosine']:.6f}, max abs error {measured['max_abs_error']:.3g}"
+                  + (f", top-1 {measured['top1']:.4f} (reference {measured['reference_top1']:.4f})" if "top1" in measured else ""))
+    flops, lat, search = plan.get("gemm_flops"), plan.get("latency"), plan.get("search")
+    if flops and flops["plan"]:
+        out.print(f"GEMM FLOPs: {flops['exact'] / 1e9:.3g} → {flops['plan'] / 1e9:.3g} G ({flops['exact'] / flops['plan']:.2f}× fewer)")
+    if lat:
+        out.print(f"latency ({lat['measured_on']}): exact {lat['exact_ms']:.3g} ms → plan {lat['plan_ms']:.3g} ms ({lat['speedup']:.2f}×)")
+    if search:
+        out.print(f"auto search: {search.get('evaluations', 0)} measured candidates ({search.get('family', '')})")
     if not plan["accepted"]:
         out.print(f"[yellow]fallback[/] {escape(plan['reason'])}")
+
+
+def _print_layers(plan: dict) -> None:
+    """Per-layer table of token-reducing rewrites: tokens in/out and each layer's own error."""
+    rows: dict[int, dict] = {}
+    for r in plan["rewrites"]:
+        for item in r.get("details", {}).get("tokens_in", []):
+            rows.setdefault(item["layer"], {})["in"] = item["tokens"]
+        for item in r.get("details", {}).get("merged", []) + r.get("details", {}).get("pruned", []):
+            rows.setdefault(item["layer"], {}).update(change=f"{r['name']} → {item['tokens_after']}")
+    if not rows:
+        return
+    errors = (plan.get("search") or {}).get("layer_error") or []
+    metric = plan["budget"].split(">")[0].split("<")[0]
+    t = Table(title="per layer")
+    for col in ("layer", "tokens in", "after the block", f"{metric}, this layer alone"):
+        t.add_column(col)
+    for layer in sorted(rows):
+        err = errors[layer] if layer < len(errors) and errors[layer] is not None else None
+        t.add_row(str(layer), str(rows[layer].get("in", "")), rows[layer].get("change", "unchanged"),
+                  "" if err is None else f"{err:.4g}")
+    out.print(t)
 
 
 @app.command("tune")

@@ -111,6 +111,8 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
         record["reason"] = "no layer can merge tokens inside the budget"
         return [], record
     record["flops_chosen"] = best_flops
+    # Each layer's own error at its chosen r (that layer merging alone), for `edgeattn explain`.
+    record["layer_error"] = [None if not r else s.evaluate(with_layer(i, r))["value"] for i, r in enumerate(best)]
     return [RewriteStep("tome", {"r": list(best)})], record
 
 

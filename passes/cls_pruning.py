@@ -86,7 +86,7 @@ def _prune(model: ir.Model, block: Block, n: int, p: int, keep: int, fuse: bool)
         return e.op("Expand", e.op("Unsqueeze", idx, e.ints(-1)), shape)
 
     kept = e.op("GatherElements", body, rows(e.slice(order, 0, keep, 1)), axis=1)
-    parts = [e.slice(x, 0, p, 1), kept]
+    parts = ([e.slice(x, 0, p, 1)] if p else []) + [kept]
     if fuse:
         drop = e.slice(order, keep, n - p, 1)
         w = e.op("GatherElements", patch_attn, drop, axis=1)  # (B, dropped)

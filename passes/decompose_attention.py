@@ -14,7 +14,7 @@ sequence lengths are static, else built with `Trilu`), or the sum of a causal bi
 Where the bias can mask a whole query row (-inf everywhere), Softmax gives NaN; `Attention`
 defines that row as 0, so a `Where(IsNaN(y), 0, y)` guard on the output (B·H·S·d, outside the
 MatMul→Softmax→MatMul chain so fusion still applies) restores it — the same guard OpenVINO's
-ONNX frontend adds. Features the expansion does not cover (3-D inputs, KV cache, grouped-query
+ONNX frontend adds. 3-D sites (`q_num_heads`) are first unfolded to 4-D. Features the expansion does not cover (KV cache, grouped-query
 heads, softcap, extra outputs) leave the node untouched, with the reason in `details`.
 
 Glossary of value-name suffixes: BHSd = (batch, heads, seq, head_dim); BHSS = (…, q_seq, kv_seq).
@@ -31,6 +31,7 @@ from onnxscript.rewriter import pattern
 from onnxscript.rewriter._basics import MatchResult
 
 from edgeattn.passes._rules import failure_reasons
+from edgeattn.passes.fold_attention_heads import unfold_attention_heads
 
 
 def _attr(node: ir.Node, name: str, default):
@@ -191,6 +192,7 @@ class DecomposeAttention(ir.passes.InPlacePass):
         sites = _attention_nodes(model.graph)
         report = DecomposeReport(sites=len(sites))
         if sites:
+            unfold_attention_heads(model)  # 3-D (q_num_heads) sites → 4-D first
             report.decomposed = self.rules.apply_to_model(model)
             leftover = _attention_nodes(model.graph)
             report.skipped = self._explain(model, leftover) if leftover else []

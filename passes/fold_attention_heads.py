@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter._basics import MatchResult
@@ -100,3 +101,46 @@ class FoldAttentionHeads(ir.passes.InPlacePass):
                                   for n in left]
         self.sites_changed, self.details = report.folded, report.to_dict()
         return ir.passes.PassResult(model, modified=report.folded > 0)
+
+
+class UnfoldHeadsRule(pattern.RewriteRuleClassBase):
+    """The inverse, for backends that only take the 4-D form: 3-D Attention(q_num_heads) →
+    Reshape/Transpose to (B,H,S,d), 4-D Attention, and back to (B,S,H·d)."""
+
+    def pattern(self, op, q3, k3, v3):
+        return op.Attention(q3, k3, v3, _allow_other_inputs=True, _outputs=["y"])
+
+    def check(self, context, q3, k3, v3, y, **_):
+        result = MatchResult()
+        node = y.producer()
+        attrs = {name: a.value for name, a in node.attributes.items()}
+        hq, hk = attrs.pop("q_num_heads", None), attrs.pop("kv_num_heads", None)
+        if not hq or not hk:
+            return result.fail("not the 3-D form")
+        if len(node.inputs) > 4 and any(v is not None for v in node.inputs[4:]):
+            return result.fail("has a KV cache")
+        if len(node.outputs) > 1 and any(o.uses() for o in node.outputs[1:]):
+            return result.fail("Attention's extra outputs are used")
+        self._heads, self._attrs = (int(hq), int(hk)), attrs
+        self._mask = node.inputs[3] if len(node.inputs) > 3 else None
+        return result
+
+    def rewrite(self, op, q3, k3, v3, **_):
+        def ints(*v):  # a tensor-valued Constant: Relax's ONNX frontend cannot read value_ints
+            return op.Constant(value=ir.tensor(np.array(v, np.int64)))
+
+        def split(x, heads):
+            return op.Transpose(op.Reshape(x, ints(0, 0, heads, -1)), perm=[0, 2, 1, 3])
+
+        hq, hk = self._heads
+        inputs = [split(q3, hq), split(k3, hk), split(v3, hk)] + ([self._mask] if self._mask is not None else [])
+        y = op.Attention(*inputs, **self._attrs)
+        return op.Reshape(op.Transpose(y, perm=[0, 2, 1, 3]), ints(0, 0, -1))
+
+
+def unfold_attention_heads(model: ir.Model) -> int:
+    """Rewrite every 3-D Attention into the 4-D form (exact); shapes are inferred again."""
+    count = pattern.RewriteRuleSet([UnfoldHeadsRule.rule()]).apply_to_model(model)
+    if count:
+        ir.passes.common.ShapeInferencePass()(model)
+    return count

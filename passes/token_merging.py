@@ -126,7 +126,8 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State)
     best = e.op("ReduceMax", scores, e.ints(-1), keepdims=0)
     best_b = e.op("ArgMax", scores, axis=-1, keepdims=0)
     _, order = e.op_multi("TopK", best, e.ints(na), num_outputs=2, axis=-1, largest=1, sorted=1)
-    src_idx, unm_idx = e.slice(order, 0, r, 1), e.slice(order, r, na, 1)
+    src_idx = e.slice(order, 0, r, 1)
+    unm_idx = e.slice(order, r, na, 1) if r < na else None
     dst_idx = e.op("GatherElements", best_b, src_idx, axis=1)
 
     def rows(idx: ir.Value) -> ir.Value:  # (B, k) → (B, k, c+1) for GatherElements/ScatterElements
@@ -135,10 +136,12 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State)
 
     body = e.slice(aug, p, n, 1)
     xa, xb = e.slice(body, 0, n - p, 1, 2), e.slice(body, 1, n - p, 1, 2)
-    unm = e.op("GatherElements", xa, rows(unm_idx), axis=1)
     src = e.op("GatherElements", xa, rows(src_idx), axis=1)
     dst = e.op("ScatterElements", xb, rows(dst_idx), src, axis=1, reduction="add")
-    out = e.op("Concat", e.slice(aug, 0, p, 1), unm, dst, axis=1)  # (B, n − r, c+1)
+    # No zero-sized tensors: some backends (TVM's gather) reject them.
+    unm = [e.op("GatherElements", xa, rows(unm_idx), axis=1)] if r < na else []
+    head = [e.slice(aug, 0, p, 1)] if p else []
+    out = e.op("Concat", *head, *unm, dst, axis=1)  # (B, n − r, c+1)
     sizes = e.slice(out, c, c + 1, 2)
     merged = e.op("Div", e.slice(out, 0, c, 2), sizes)
     batch = x.shape[0] if x.shape is not None else None

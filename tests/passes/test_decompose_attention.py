@@ -144,17 +144,20 @@ def test_past_key_left_alone_with_reason(rng):
     assert "past_key" in p.details["skipped"][0]["reason"]
 
 
-def test_3d_inputs_left_alone_with_reason():
+def test_3d_inputs_are_unfolded_then_decomposed():
+    rng = np.random.default_rng(0)
     ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, S, H * D]) for n in "qkv"]
     node = helper.make_node("Attention", ["q", "k", "v"], ["y"], q_num_heads=H, kv_num_heads=H)
     proto = helper.make_model(helper.make_graph([node], "t", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
                               opset_imports=[helper.make_opsetid("", 23)])
     proto.ir_version = 10
+    feeds = {n: rng.standard_normal((1, S, H * D)).astype(np.float32) for n in "qkv"}
+    want = ort_run(proto, feeds)[0]
     m = ir.from_proto(proto)
     p = DecomposeAttention()
-    assert not p(m).modified
-    assert op_counts(m) == {"Attention": 1}
-    assert "not 4-D" in p.details["skipped"][0]["reason"]
+    assert p(m).modified and p.details["decomposed"] == 1
+    assert "Attention" not in op_counts(m)
+    np.testing.assert_allclose(ort_run(m, feeds)[0], want, atol=1e-5)
 
 
 def test_grouped_query_heads_left_alone():
