@@ -39,6 +39,8 @@ class Candidate:
     round_medians: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
     note: str = ""
+    plan: dict | None = None
+    exact_label: str | None = None  # for a plan candidate: the exact artifact it is compared with
 
 
 def _worker_cmd(artifact: Path, threads: int) -> list[str]:
@@ -46,10 +48,34 @@ def _worker_cmd(artifact: Path, threads: int) -> list[str]:
 
 
 def _artifact(src: Source, target: str, out: Path, pipeline: str, options: dict, label: str, kind: str,
-              threads: int) -> Candidate:
-    m = compile_source(src.clone(), target, out, pipeline=pipeline, force=True, target_options=options)
-    return Candidate(label, target, m["precision"], _worker_cmd(out, threads), kind, m["accuracy"],
+              threads: int, rewrites: list[str] | None = None, budget: str | None = None) -> Candidate:
+    m = compile_source(src.clone(), target, out, pipeline=pipeline, force=True, target_options=options,
+                       rewrites=rewrites, budget=budget)
+    cand = Candidate(label, target, m["precision"], _worker_cmd(out, threads), kind, m["accuracy"],
                      note=m.get("precision_note", ""))
+    cand.plan = m.get("plan")
+    return cand
+
+
+def step_specs(plan: dict) -> list[str]:
+    """An accepted plan's rewrites as --rewrite specs (so one search serves every target)."""
+    def value(v):
+        return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
+
+    return [r["name"] + ":" + ",".join(f"{k}={value(v)}" for k, v in r["settings"].items()) for r in plan["rewrites"]]
+
+
+def _plan_candidate(src: Source, t: str, p: str, work: Path, threads: int, rewrites: list[str], budget: str | None,
+                    exact: Candidate, notes: list[str]) -> tuple[Candidate | None, list[str]]:
+    """The target compiled with the rewrite plan; an `auto` search runs once and is reused."""
+    cand = _artifact(src, t, work / f"{t}-{p}-plan", "default", {"precision": p}, f"edgeattn {t} + plan", "edgeattn",
+                     threads, rewrites, budget)
+    plan = cand.plan or {}
+    if not plan.get("accepted"):
+        notes.append(f"{t} {p} + plan: not timed ({plan.get('reason', 'no plan')})")
+        return None, rewrites
+    cand.exact_label = exact.label
+    return cand, step_specs(plan)
 
 
 def _ort_transformers_optimizer(src: Source, out: Path, threads: int) -> Candidate:
@@ -68,7 +94,8 @@ def _ort_transformers_optimizer(src: Source, out: Path, threads: int) -> Candida
 
 
 def plan_candidates(src: Source, spec: str, target_names: list[str], precisions: list[str], work: Path,
-                    baselines: bool, threads: int, say: Say) -> tuple[list[Candidate], list[str]]:
+                    baselines: bool, threads: int, say: Say, rewrites: list[str] | None = None,
+                    budget: str | None = None) -> tuple[list[Candidate], list[str]]:
     """Compile everything to time; returns the candidates and notes on what was skipped and why."""
     cands, notes = [], []
     if src.zoo_model is not None or src.kind == "hf-folder":
@@ -94,6 +121,11 @@ def plan_candidates(src: Source, spec: str, target_names: list[str], precisions:
                 notes.append(f"{t} {p}: skipped ({cand.note})")
                 continue
             cands.append(cand)
+            if rewrites:
+                say(f"compile for {t} {p} with the rewrite plan")
+                planned, rewrites = _plan_candidate(src, t, p, work, threads, rewrites, budget, cand, notes)
+                if planned is not None:
+                    cands.append(planned)
     if baselines:
         say("baseline: ORT transformers optimizer")
         try:
@@ -153,7 +185,8 @@ def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch
     rows = []
     for c in cands:
         best = min(c.round_medians)
-        gflops = flops / (best / 1e3) / 1e9
+        done = (c.plan or {}).get("gemm_flops", {}).get("plan") or flops  # a plan does less work
+        gflops = done / (best / 1e3) / 1e9
         peak = peaks.get(c.precision)
         rows.append({
             "candidate": c.label, "kind": c.kind, "target": c.target, "precision": c.precision,
@@ -163,12 +196,15 @@ def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch
             "gflops_per_s": gflops, "fraction_of_peak": gflops / peak if peak else None,
             "max_abs_error": c.accuracy.get("max_abs_error"), "cosine": c.accuracy.get("cosine"),
             "top1": c.accuracy.get("top1"), "peak_rss_mb": c.peak_rss_mb, "samples": len(c.times_ms),
+            "speedup_vs_exact": (min(by_label[c.exact_label].round_medians) / best) if c.exact_label else None,
+            "plan": ", ".join(step_specs(c.plan)) if c.plan and c.plan.get("accepted") else None,
         })
     return rows
 
 
 def run_bench(spec: str, target_names: list[str], precisions: list[str], out: Path, *, baselines: bool = False,
-              rounds: int = 5, per_round: int = 10, warmup: int = 3, threads: int = 2, say: Say | None = None) -> dict:
+              rounds: int = 5, per_round: int = 10, warmup: int = 3, threads: int = 2, say: Say | None = None,
+              rewrites: list[str] | None = None, budget: str | None = None) -> dict:
     from edgeattn.compiler.peak import measure_gemm_peak
 
     say = say or (lambda _m: None)
@@ -177,13 +213,16 @@ def run_bench(spec: str, target_names: list[str], precisions: list[str], out: Pa
     dims = {**src.example_dims, "batch": 1}
     flops = graph_flops(src.model, dims)
     out.mkdir(parents=True, exist_ok=True)
-    cands, notes = plan_candidates(src, spec, target_names, precisions, out / "artifacts", baselines, threads, say)
+    cands, notes = plan_candidates(src, spec, target_names, precisions, out / "artifacts", baselines, threads, say,
+                                   rewrites, budget)
     say("measure GEMM peak")
     peaks = measure_gemm_peak(threads)
     time_interleaved(cands, rounds, per_round, warmup, say)
     result = {"model": spec, "threads": threads, "batch": 1, "gflop": flops / 1e9, "gemm_peak_gflops": peaks,
               "rounds": rounds, "per_round": per_round, "method": "min over rounds of each round's median; "
               "one process per candidate, interleaved", "rows": summarize(cands, flops, peaks, 1), "notes": notes}
+    if rewrites:
+        result["rewrites"], result["budget"] = rewrites, budget
     from edgeattn.compiler.bench_report import write_all
 
     write_all(result, out)

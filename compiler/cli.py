@@ -555,6 +555,8 @@ def bench_cmd(
     rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds."),
     runs: int = typer.Option(10, "--runs", min=1, help="Runs per candidate per round."),
     threads: int = typer.Option(2, "--threads", min=1, help="Threads per backend."),
+    rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Also time each target with this rewrite plan (as for compile; `auto` searches once)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite (as for compile)."),
 ):
     """Compile MODEL for several targets and time them against torch eager and plain ORT.
 
@@ -566,6 +568,8 @@ def bench_cmd(
         edgeattn bench deit-small --targets ort
 
         edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,bf16 --baselines
+
+        edgeattn bench digits-vit --targets ort,openvino --rewrite auto --budget top1-drop<=0.5
     """
     from edgeattn.compiler.bench import run_bench
 
@@ -574,7 +578,7 @@ def bench_cmd(
         task = bar.add_task(f"bench {model}", total=None)
         result = run_bench(model, [t.strip() for t in targets_.split(",") if t.strip()],
                            [p.strip() for p in precision.split(",") if p.strip()], output, baselines=baselines,
-                           rounds=rounds, per_round=runs, threads=threads,
+                           rounds=rounds, per_round=runs, threads=threads, rewrites=rewrite, budget=budget,
                            say=lambda m: bar.update(task, description=f"bench {model}: {m}"))
     print_bench(result)
     out.print(f"wrote {output / 'bench.json'}, bench.csv, bench.html")
@@ -584,8 +588,9 @@ def print_bench(result: dict) -> None:
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in result["gemm_peak_gflops"].items())
     t = Table(title=f"{result['model']}: {result['gflop']:.2f} GFLOP, batch 1, {result['threads']} threads "
                     f"(GEMM peak GFLOP/s: {peaks})")
+    planned = any(r.get("plan") for r in result["rows"])
     cols = ("candidate", "prec", "best ms", "p50 ms", "p90 ms", "/s", "× torch", "× ORT plain", "GFLOP/s", "% peak",
-            "max|err|", "cosine")
+            "max|err|", "cosine") + (("× exact", "top-1") if planned else ())
     for c in cols:
         t.add_column(c, justify="left" if c in ("candidate", "prec") else "right")
 
@@ -596,8 +601,12 @@ def print_bench(result: dict) -> None:
         t.add_row(r["candidate"], r["precision"], f(r["best_ms"], ".2f"), f(r["p50_ms"], ".2f"), f(r["p90_ms"], ".2f"),
                   f(r["throughput_per_s"], ".1f"), f(r["speedup_vs_torch"], ".2f"), f(r["speedup_vs_ort_plain"], ".2f"),
                   f(r["gflops_per_s"], ".0f"), f(r["fraction_of_peak"] and 100 * r["fraction_of_peak"], ".0f"),
-                  f(r["max_abs_error"], ".1e"), f(r["cosine"], ".6f"))
+                  f(r["max_abs_error"], ".1e"), f(r["cosine"], ".6f"),
+                  *((f(r.get("speedup_vs_exact"), ".2f"), f(r.get("top1"), ".4f")) if planned else ()))
     out.print(t)
+    for r in result["rows"]:
+        if r.get("plan"):
+            out.print(f"{escape(r['candidate'])}: {escape(r['plan'])}")
     for n in result["notes"]:
         out.print(f"[yellow]note[/] {escape(n)}")
 
