@@ -68,7 +68,7 @@ def compile_cmd(
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing artifact directory."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 where the target supports it (see `edgeattn targets`)."),
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Approximate rewrite NAME:key=val,... (repeatable; see `edgeattn pipelines`)."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite: cosine>=0.99 (default), top1-drop<=0.5, max-abs<=1e-3."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite, one or more comma-separated: cosine>=0.99 (default), top1-drop<=0.5, max-abs<=1e-3, embedding-cosine>=0.99, nn-agree>=0.98."),
     tune_trials: Optional[int] = typer.Option(None, "--tune-trials", help="tvm: MetaSchedule trial budget for kernels not yet in the tuning database (0 = only apply records already there)."),
     tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="tvm: tuning database root (see `edgeattn tune --help` for the default)."),
 ):
@@ -220,7 +220,9 @@ def _print_plan(plan: dict) -> None:
     measured = plan.get("measured")
     if measured:
         out.print(f"plan measured: cosine {measured['cosine']:.6f}, max abs error {measured['max_abs_error']:.3g}"
-                  + (f", top-1 {measured['top1']:.4f} (reference {measured['reference_top1']:.4f})" if "top1" in measured else ""))
+                  + (f", top-1 {measured['top1']:.4f} (reference {measured['reference_top1']:.4f})" if "top1" in measured else "")
+                  + (f", embedding cosine {measured['embedding_cosine']:.5f}, nearest-neighbour agreement "
+                     f"{measured['nn_agreement']:.3f}" if "nn_agreement" in measured else ""))
     flops, lat, search = plan.get("gemm_flops"), plan.get("latency"), plan.get("search")
     if flops and flops["plan"]:
         out.print(f"GEMM FLOPs: {flops['exact'] / 1e9:.3g} → {flops['plan'] / 1e9:.3g} G ({flops['exact'] / flops['plan']:.2f}× fewer)")
@@ -242,7 +244,7 @@ def _print_layers(plan: dict) -> None:
             rows.setdefault(item["layer"], {}).update(change=f"{r['name']} → {item['tokens_after']}")
     if not rows:
         return
-    errors = (plan.get("search") or {}).get("layer_error") or []
+    errors = [e and next(iter(e.values())) for e in (plan.get("search") or {}).get("layer_error") or []]
     metric = plan["budget"].split(">")[0].split("<")[0]
     t = Table(title="per layer")
     for col in ("layer", "tokens in", "after the block", f"{metric}, this layer alone"):

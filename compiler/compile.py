@@ -121,7 +121,7 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
 
 def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progress) -> dict:
     """Explicit steps, or `auto` (searched); src.model becomes the plan's graph if it is accepted."""
-    meter = _candidate_meter(src, reference_run)
+    meter = _candidate_meter(src, reference_run, guard)
     search = None
     if steps[0].name == plan.AUTO:
         say("auto: search a per-layer plan")
@@ -143,8 +143,9 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
     return record
 
 
-def _candidate_meter(src: Source, reference):
-    """Measure a rewritten graph against the reference on the example inputs (and labels)."""
+def _candidate_meter(src: Source, reference, guard: plan.Budget):
+    """Measure a rewritten graph against the reference on the example inputs (and labels, and
+    the model's text set when the budget asks for embedding metrics)."""
     run_ref, _ = reference
     feeds = src.zoo_model.example_feeds(seed=0) if src.zoo_model is not None else _example_feeds(src, {
         "inputs": io_specs(src.model.graph.inputs)})
@@ -154,7 +155,12 @@ def _candidate_meter(src: Source, reference):
     if zm is not None and zm.evaluate_top1 is not None:
         name = zm.inputs[0].name
         ref_top1 = zm.evaluate_top1(lambda x: run_ref({name: x})[0])
-    return lambda model: plan.measure_candidate(model, feeds, ref_out, zm, ref_top1)
+    ref_emb = None
+    if set(guard.metrics) & plan.EMBEDDING_METRICS:
+        if zm is None or zm.evaluate_embeddings is None:
+            raise CompileError(f"budget {guard} needs a model with a text set", "use cosine>=X for this model")
+        ref_emb = zm.evaluate_embeddings(lambda f: run_ref(f)[0])
+    return lambda model: plan.measure_candidate(model, feeds, ref_out, zm, ref_top1, ref_emb)
 
 
 def _reference_runner(src: Source):

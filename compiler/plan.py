@@ -3,7 +3,9 @@
 `--rewrite NAME:key=val,...` names an approximate pass and its settings (a value list such as
 `layers=0-5,8` continues until the next `key=`); `--budget` states what the compile must
 measure: `cosine>=0.99` (output cosine to the reference), `top1-drop<=0.5` (points of top-1 on
-labelled data), `max-abs<=1e-3`. A plan that misses its budget is not shipped: the compile
+labelled data), `max-abs<=1e-3`, and for models with a text set `embedding-cosine>=0.99` (mean
+over the texts) and `nn-agree>=0.98` (nearest-neighbour agreement); several, comma-separated,
+must all hold. A plan that misses its budget is not shipped: the compile
 falls back to the exact graph and the manifest says why.
 """
 
@@ -23,7 +25,11 @@ from edgeattn.compiler.flops import graph_flops
 
 DEFAULT_BUDGET = "cosine>=0.99"
 _OPS = {">=": operator.ge, "<=": operator.le}
-_METRICS = {"cosine": ">=", "top1-drop": "<=", "max-abs": "<="}
+_METRICS = {"cosine": ">=", "top1-drop": "<=", "max-abs": "<=", "embedding-cosine": ">=", "nn-agree": ">="}
+# metric → key of the accuracy dict (top1-drop is computed from top1 and reference_top1)
+_KEYS = {"cosine": "cosine", "max-abs": "max_abs_error", "embedding-cosine": "embedding_cosine",
+         "nn-agree": "nn_agreement"}
+EMBEDDING_METRICS = {"embedding-cosine", "nn-agree"}
 
 
 @dataclass
@@ -72,41 +78,64 @@ def parse_rewrite(spec: str) -> RewriteStep:
 
 @dataclass
 class Budget:
-    metric: str
-    op: str
-    threshold: float
+    """One or more conditions, all of which a plan must meet (`cosine>=0.99,nn-agree>=0.98`)."""
+
+    conditions: list[tuple[str, str, float]]
 
     @classmethod
     def parse(cls, text: str) -> "Budget":
-        m = re.fullmatch(r"\s*([a-z0-9-]+)\s*(>=|<=)\s*([0-9.eE+-]+)\s*", text)
-        if not m or m.group(1) not in _METRICS or _METRICS[m.group(1)] != m.group(2):
-            allowed = ", ".join(f"{k}{v}X" for k, v in _METRICS.items())
-            raise CompileError(f"bad budget '{text}'", f"use one of: {allowed}")
-        return cls(m.group(1), m.group(2), float(m.group(3)))
+        conditions = []
+        for part in text.split(","):
+            m = re.fullmatch(r"\s*([a-z0-9-]+)\s*(>=|<=)\s*([0-9.eE+-]+)\s*", part)
+            if not m or m.group(1) not in _METRICS or _METRICS[m.group(1)] != m.group(2):
+                allowed = ", ".join(f"{k}{v}X" for k, v in _METRICS.items())
+                raise CompileError(f"bad budget '{text}'", f"use one or more (comma-separated) of: {allowed}")
+            conditions.append((m.group(1), m.group(2), float(m.group(3))))
+        return cls(conditions)
+
+    @property
+    def metric(self) -> str:
+        return self.conditions[0][0]
+
+    @property
+    def metrics(self) -> list[str]:
+        return [c[0] for c in self.conditions]
 
     def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.threshold:g}"
+        return ",".join(f"{m}{op}{t:g}" for m, op, t in self.conditions)
 
-    def measure(self, acc: dict) -> float:
-        if self.metric == "cosine":
-            return acc["cosine"]
-        if self.metric == "max-abs":
-            return acc["max_abs_error"]
-        if "top1" not in acc:
-            raise CompileError("budget top1-drop needs labelled evaluation data", "use cosine>=X for this model")
-        return 100.0 * (acc["reference_top1"] - acc["top1"])
+    def measure(self, acc: dict) -> dict[str, float]:
+        return {metric: _measured(metric, acc) for metric in self.metrics}
 
-    def met(self, value: float) -> bool:
-        return _OPS[self.op](value, self.threshold)
+    def met(self, values: dict[str, float]) -> bool:
+        return all(_OPS[op](values[m], t) for m, op, t in self.conditions)
+
+
+def _measured(metric: str, acc: dict) -> float:
+    key = _KEYS.get(metric)
+    if key is not None:
+        if key not in acc:
+            raise CompileError(f"budget {metric} needs the model's text set", "use cosine>=X for this model")
+        return acc[key]
+    if "top1" not in acc:
+        raise CompileError("budget top1-drop needs labelled evaluation data", "use cosine>=X for this model")
+    return 100.0 * (acc["reference_top1"] - acc["top1"])
+
+
+def describe(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} = {v:.6g}" for k, v in values.items())
 
 
 def measure_candidate(model: ir.Model, feeds: dict, reference_out: list, zoo_model=None,
-                      reference_top1: float | None = None) -> dict:
+                      reference_top1: float | None = None, reference_embeddings=None) -> dict:
     run = accuracy.onnx_reference_runner(ir.to_proto(model).SerializeToString())
     acc = accuracy.compare(reference_out, run(feeds))
     if zoo_model is not None and zoo_model.evaluate_top1 is not None and reference_top1 is not None:
         name = zoo_model.inputs[0].name
         acc["top1"], acc["reference_top1"] = zoo_model.evaluate_top1(lambda x: run({name: x})[0]), reference_top1
+    if reference_embeddings is not None:
+        emb = zoo_model.evaluate_embeddings(lambda f: run(f)[0])
+        acc.update(accuracy.embedding_agreement(reference_embeddings, emb))
     return acc
 
 
@@ -125,11 +154,10 @@ def apply_plan(model: ir.Model, steps: list[RewriteStep], budget: Budget,
         applied.append({**step.to_dict(), "count": p.sites_changed, "details": p.details})
     say("measure the plan against the budget")
     acc = measure(candidate)
-    value = budget.measure(acc)
-    accepted = budget.met(value)
-    record = {"rewrites": applied, "budget": str(budget), "measured": {budget.metric: value, **acc},
+    values = budget.measure(acc)
+    accepted = budget.met(values)
+    record = {"rewrites": applied, "budget": str(budget), "measured": {**values, **acc},
               "accepted": accepted, "gemm_flops": {"exact": graph_flops(model), "plan": graph_flops(candidate)}}
     if not accepted:
-        record["reason"] = (f"budget {budget} missed: measured {budget.metric} = {value:.6g}; "
-                            "shipped the exact graph instead")
+        record["reason"] = f"budget {budget} missed: measured {describe(values)}; shipped the exact graph instead"
     return (candidate if accepted else model), record

@@ -20,7 +20,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeattn.compiler.flops import graph_flops
-from edgeattn.compiler.plan import Budget, RewriteStep
+from edgeattn.compiler.plan import Budget, RewriteStep, describe
 from edgeattn.passes._tokens import prefix_tokens
 from edgeattn.passes.token_merging import TokenMerging
 
@@ -43,12 +43,12 @@ class _Search:
             return {"ok": False, "flops": None, "value": None, "skipped": "evaluation budget spent"}
         cand = _clone(self.model)
         TokenMerging(r=list(schedule))(cand)
-        value = self.budget.measure(self.measure(cand))
-        trial = {"r": list(schedule), "value": value, "ok": self.budget.met(value), "flops": graph_flops(cand)}
+        values = self.budget.measure(self.measure(cand))
+        trial = {"r": list(schedule), "value": values, "ok": self.budget.met(values), "flops": graph_flops(cand)}
         self.trials.append(trial)
         self._cache[schedule] = trial
         mark = "ok" if trial["ok"] else "over budget"
-        self.say(f"auto #{len(self.trials)}: r={list(schedule)} {self.budget.metric}={value:.4g} {mark}")
+        self.say(f"auto #{len(self.trials)}: r={list(schedule)} {describe(values)} {mark}")
         return trial
 
 

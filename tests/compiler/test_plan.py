@@ -24,6 +24,13 @@ def test_parse_rewrite_and_budget():
         parse_rewrite("merge-all:r=8")
     with pytest.raises(CompileError, match="bad budget"):
         Budget.parse("cosine<=0.99")
+    both = Budget.parse("embedding-cosine>=0.99, nn-agree>=0.98")
+    assert str(both) == "embedding-cosine>=0.99,nn-agree>=0.98"
+    values = both.measure({"embedding_cosine": 0.995, "nn_agreement": 0.97, "cosine": 1.0})
+    assert values == {"embedding-cosine": 0.995, "nn-agree": 0.97} and not both.met(values)
+    assert both.met({"embedding-cosine": 0.995, "nn-agree": 0.99})
+    with pytest.raises(CompileError, match="needs the model's text set"):
+        both.measure({"cosine": 1.0})
 
 
 @pytest.fixture(scope="module")
