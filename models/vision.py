@@ -63,3 +63,24 @@ def digits_vit(size: int | None) -> ZooModel:
                   f"ViT trained on scikit-learn digits ({n}×{n}, patch {digits.CONFIG['patch_size']})",
                   evaluate_top1=digits.evaluate_top1, weights="trained, committed (models/weights)")
     return zm
+
+
+def digits_vit_hr(size: int | None) -> ZooModel:
+    import functools
+
+    from edgeattn.models import digits
+
+    n = digits.CONFIG_HR["image_size"]
+    if size not in (None, n):
+        raise ValueError(f"digits-vit-hr is trained at {n}×{n} only")
+    model = digits.build_model(variant="hr")
+    p = digits.CONFIG_HR["patch_size"]
+    tokens = (n // p) ** 2
+    top1 = digits.weights_metadata("hr").get("test_top1")
+    acc_note = f", held-out top-1 {top1}" if top1 else ""
+    zm = ZooModel("digits-vit-hr", _LogitsOnly.wrap(model), _pixel_input(n), ["logits"],
+                  f"ViT trained on scikit-learn digits upscaled to {n}×{n} (patch {p}, {tokens} tokens + CLS; "
+                  f"fine-tuned from digits-vit{acc_note})",
+                  evaluate_top1=functools.partial(digits.evaluate_top1, variant="hr"),
+                  weights="trained, committed (models/weights)")
+    return zm

@@ -20,6 +20,7 @@ ZOO: dict[str, str] = {
     "vit-tiny": "edgeattn.models.vision:vit_tiny",
     "deit-small": "edgeattn.models.vision:deit_small",
     "digits-vit": "edgeattn.models.vision:digits_vit",
+    "digits-vit-hr": "edgeattn.models.vision:digits_vit_hr",
     "minilm-l6": "edgeattn.models.text:minilm_l6",
     "gpt2-small": "edgeattn.models.text:gpt2_small",
 }
