@@ -55,14 +55,17 @@ def _residual_add(attention: ir.Node) -> ir.Node | None:
     return None
 
 
-def block_reason(node: ir.Node) -> str | None:
-    """Why a token-reducing rewrite cannot use this Attention site (None if it can)."""
+def block_reason(node: ir.Node, allowed_mask: ir.Value | None = None) -> str | None:
+    """Why a token-reducing rewrite cannot use this Attention site (None if it can);
+    `allowed_mask`: a mask the rewrite knows how to carry (a verified key-padding mask)."""
     if _attr(node, "is_causal", 0):
         return "causal attention"
     if not _attr(node, "q_num_heads"):
         return "not the 3-D (folded) form"
-    if len(node.inputs) > 3 and any(v is not None for v in node.inputs[3:]):
-        return "has a mask or a KV cache"
+    if len(node.inputs) > 4 and any(v is not None for v in node.inputs[4:]):
+        return "has a KV cache"
+    if len(node.inputs) > 3 and node.inputs[3] is not None and node.inputs[3] is not allowed_mask:
+        return "has a mask that is not a plain key-padding mask"
     q, k = node.inputs[0], node.inputs[1]
     if q.shape is None or k.shape is None or len(q.shape) != 3 or not isinstance(q.shape[1], int):
         return "needs a static token count"
@@ -71,12 +74,12 @@ def block_reason(node: ir.Node) -> str | None:
     return None
 
 
-def find_blocks(model: ir.Model) -> tuple[list[Block], list[dict]]:
+def find_blocks(model: ir.Model, allowed_mask: ir.Value | None = None) -> tuple[list[Block], list[dict]]:
     """The usable blocks in graph order, and the sites skipped with their reason."""
     blocks, skipped = [], []
     sites = [n for n in model.graph if n.op_type == "Attention"]
     for index, node in enumerate(sites):
-        reason = block_reason(node)
+        reason = block_reason(node, allowed_mask)
         residual = None if reason else _residual_add(node)
         if reason is None and residual is None:
             reason = "no residual Add after the attention branch"

@@ -42,8 +42,9 @@ def _shape_only_cone(value: ir.Value, graph_inputs: set[int]) -> set[str] | None
     return names
 
 
-def _evaluate(model: ir.Model, names: list[str], cone: set[str], batch: int) -> list[np.ndarray]:
-    """Run only the masks' subgraph (nodes and initializers of the cone) on ONNX Runtime."""
+def evaluate_cone(model: ir.Model, names: list[str], cone: set[str], batch: int, feeds: dict | None = None) -> list[np.ndarray]:
+    """Run only the masks' subgraph (nodes and initializers of the cone) on ONNX Runtime; inputs
+    not in `feeds` are ones of the given batch size."""
     import onnxruntime as ort
 
     proto = ir.to_proto(model)
@@ -63,8 +64,10 @@ def _evaluate(model: ir.Model, names: list[str], cone: set[str], batch: int) -> 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feeds = {}
+    feeds = dict(feeds or {})
     for i in sess.get_inputs():
+        if i.name in feeds:
+            continue
         shape = [d if isinstance(d, int) else batch for d in i.shape]
         dtype = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
                  "tensor(bool)": np.bool_, "tensor(float16)": np.float16}.get(i.type, np.float32)
@@ -102,7 +105,7 @@ class FoldCausalMasks(ir.passes.InPlacePass):
         names = sorted({n.inputs[3].name for n in candidates})
         causal: set[str] = set()
         if names:
-            one, two = _evaluate(model, names, cone, 1), _evaluate(model, names, cone, 2)
+            one, two = evaluate_cone(model, names, cone, 1), evaluate_cone(model, names, cone, 2)
             causal = {n for n, a, b in zip(names, one, two) if _is_causal(a) and _is_causal(b)}
         changed = 0
         for node in candidates:

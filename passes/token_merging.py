@@ -21,6 +21,7 @@ import onnx_ir as ir
 
 from edgeattn.passes._tokens import (Block, Emitter, find_blocks, outputs_have_tokens, prefix_tokens, redirect_uses,
                                      reinfer_shapes, with_shape)
+from edgeattn.passes._padding import key_padding_input, upstream
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 
 
@@ -49,18 +50,19 @@ class TokenMerging(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         FoldAttentionHeads()(model)
-        blocks, skipped = find_blocks(model)
+        padding = _padding_source(model)
+        blocks, skipped = find_blocks(model, allowed_mask=padding.mask if padding else None)
         sites = sum(1 for n in model.graph if n.op_type == "Attention")
         plan = _per_layer(self.r, self.layers, sites)
         if any(v < 0 for v in plan.values()):
             raise ValueError("tome needs r ≥ 0")
         protect = None
-        state = _State(None, None)
+        state = _State(None, None, padding)
         tokens_per_layer, merged = [], []
         for block in blocks:
             if state.sizes is not None:  # token count changed upstream: attention sees sizes
-                if self.prop_attn:
-                    _add_size_bias(model, block, state.sizes)
+                if self.prop_attn or padding:
+                    _add_size_bias(model, block, state.sizes, log_sizes=self.prop_attn)
             tokens = state.tokens or block.tokens
             tokens_per_layer.append({"layer": block.index, "tokens": tokens})
             r = plan.get(block.index, 0)
@@ -76,26 +78,85 @@ class TokenMerging(ir.passes.InPlacePass):
                 continue
             state = _merge(model, block, tokens, r, protect, state)
             merged.append({"layer": block.index, "r": r, "tokens_after": state.tokens})
+        if merged and padding:
+            padding.pool_with(model, state.sizes)
         if merged:
             reinfer_shapes(model)
         self.sites_changed = len(merged)
         self.details = {"sites": sites, "merged": merged, "tokens_in": tokens_per_layer, "skipped": skipped,
-                        "protect": protect, "prop_attn": self.prop_attn}
+                        "protect": protect, "prop_attn": self.prop_attn,
+                        "padding_mask": padding.source.name if padding else None}
         return ir.passes.PassResult(model, modified=bool(merged))
 
 
+class _Padding:
+    """A key-padding mask shared by every site: padded tokens get size 0, so log(size) = -inf
+    masks them after a merge, merging them costs nothing, and a mean pooling that weighted
+    tokens by the mask weighs them by size instead."""
+
+    def __init__(self, mask: ir.Value, source: ir.Value) -> None:
+        self.mask, self.source = mask, source
+
+    def sizes(self, e: Emitter, dtype: ir.DataType) -> ir.Value:
+        return e.op("Cast", e.op("Unsqueeze", self.source, e.ints(-1)), to=dtype)
+
+    def pool_with(self, model: ir.Model, sizes: ir.Value) -> None:
+        """Point the (B, S, 1) float copies of the padding input outside the attention mask at
+        the final sizes (a mask-weighted mean pooling becomes size-weighted)."""
+        in_mask, _ = upstream(self.mask)
+        for v in _float_columns(self.source):
+            if v.name in in_mask:
+                continue
+            for use in list(v.uses()):
+                use.node.replace_input_with(use.idx, sizes)
+
+
+def _float_columns(source: ir.Value) -> list[ir.Value]:
+    """(B, S, 1) values computed from `source` by Unsqueeze/Cast chains."""
+    found, stack = [], [source]
+    while stack:
+        v = stack.pop()
+        for use in v.uses():
+            node = use.node
+            if node.op_type in ("Unsqueeze", "Cast"):
+                out = node.outputs[0]
+                if out.shape is not None and len(out.shape) == 3 and out.shape[2] == 1 and out.dtype in (
+                        ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16):
+                    found.append(out)
+                else:
+                    stack.append(out)
+    return found
+
+
+def _padding_source(model: ir.Model) -> _Padding | None:
+    """The key-padding mask all Attention sites share, if that is what their masks are."""
+    sites = [n for n in model.graph if n.op_type == "Attention"]
+    masks = {id(n.inputs[3]): n.inputs[3] for n in sites if len(n.inputs) > 3 and n.inputs[3] is not None}
+    if len(masks) != 1 or any(len(n.inputs) > 4 and any(v is not None for v in n.inputs[4:]) for n in sites):
+        return None
+    mask = next(iter(masks.values()))
+    q = sites[0].inputs[0]
+    if q.shape is None or not isinstance(q.shape[1], int):
+        return None
+    source = key_padding_input(model, mask, q.shape[1])
+    return _Padding(mask, source) if source is not None else None
+
+
 class _State:
-    """The residual stream's token count after the last merge and its sizes (B, N, 1)."""
+    """The residual stream's token count after the last merge, its sizes (B, N, 1), and the
+    padding mask the sizes start from (if any)."""
 
-    def __init__(self, tokens: int | None, sizes: ir.Value | None) -> None:
-        self.tokens, self.sizes = tokens, sizes
+    def __init__(self, tokens: int | None, sizes: ir.Value | None, padding: _Padding | None) -> None:
+        self.tokens, self.sizes, self.padding = tokens, sizes, padding
 
 
-def _add_size_bias(model: ir.Model, block: Block, sizes: ir.Value) -> None:
-    """Attention mask input = log(size) of each key, broadcast over queries: (B, 1, N, N)."""
+def _add_size_bias(model: ir.Model, block: Block, sizes: ir.Value, log_sizes: bool = True) -> None:
+    """Attention mask input = log(size) of each key, broadcast over queries: (B, 1, N, N).
+    Without log_sizes only the padding part: log(min(size, 1)) = 0 or -inf."""
     e = Emitter(model, f"{block.attention.name or 'attn'}_tome_bias")
     n = block.tokens if sizes.shape is None else sizes.shape[1]
-    log = e.op("Log", sizes)  # (B, N, 1)
+    weight = sizes if log_sizes else e.op("Min", sizes, e.const(np.array(1, sizes.dtype.numpy())))
+    log = e.op("Log", weight)  # (B, N, 1)
     row = e.op("Unsqueeze", e.op("Transpose", log, perm=[0, 2, 1]), e.ints(1))  # (B, 1, 1, N)
     batch = e.slice(e.op("Shape", sizes), 0, 1, 0)
     # ORT's CPU Attention wants the mask's query axis spelled out, not broadcast.
@@ -112,10 +173,13 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State)
     c = block.channels
     e = Emitter(model, f"{block.attention.name or 'attn'}_tome")
     # Token features and sizes travel together: aug = [x·s, s]  (B, n, c+1).
-    if state.sizes is None:
+    sizes_in = state.sizes
+    if sizes_in is None and state.padding is not None:
+        sizes_in = state.padding.sizes(e, x.dtype)
+    if sizes_in is None:
         aug = e.op("Pad", x, e.ints(0, 0, 0, 0, 0, 1), e.const(np.array(1, x.dtype.numpy())))
     else:
-        aug = e.op("Concat", e.op("Mul", x, state.sizes), state.sizes, axis=-1)
+        aug = e.op("Concat", e.op("Mul", x, sizes_in), sizes_in, axis=-1)
     # Similarity metric: keys averaged over heads, L2-normalised.
     k = e.op("ReduceMean", e.op("Reshape", block.key, e.ints(0, 0, block.heads, -1)), e.ints(2), keepdims=0)
     k = e.slice(k, p, n, 1)
@@ -124,6 +188,12 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State)
     a, b = e.slice(m, 0, n - p, 1, 2), e.slice(m, 1, n - p, 1, 2)
     scores = e.op("MatMul", a, e.op("Transpose", b, perm=[0, 2, 1]))  # (B, na, nb)
     best = e.op("ReduceMax", scores, e.ints(-1), keepdims=0)
+    body = e.slice(aug, p, n, 1)
+    xa, xb = e.slice(body, 0, n - p, 1, 2), e.slice(body, 1, n - p, 1, 2)
+    if state.padding is not None:  # padded A tokens (size 0) merge first: it costs nothing
+        size_a = e.op("Squeeze", e.slice(xa, c, c + 1, 2), e.ints(-1))
+        pad_a = e.op("Cast", e.op("Equal", size_a, e.const(np.array(0, x.dtype.numpy()))), to=x.dtype)
+        best = e.op("Add", best, e.op("Mul", pad_a, e.const(np.array(4, x.dtype.numpy()))))
     best_b = e.op("ArgMax", scores, axis=-1, keepdims=0)
     _, order = e.op_multi("TopK", best, e.ints(na), num_outputs=2, axis=-1, largest=1, sorted=1)
     src_idx = e.slice(order, 0, r, 1)
@@ -134,8 +204,6 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State)
         shape = e.op("Concat", e.op("Shape", idx), e.ints(c + 1), axis=0)
         return e.op("Expand", e.op("Unsqueeze", idx, e.ints(-1)), shape)
 
-    body = e.slice(aug, p, n, 1)
-    xa, xb = e.slice(body, 0, n - p, 1, 2), e.slice(body, 1, n - p, 1, 2)
     src = e.op("GatherElements", xa, rows(src_idx), axis=1)
     dst = e.op("ScatterElements", xb, rows(dst_idx), src, axis=1, reduction="add")
     # No zero-sized tensors: some backends (TVM's gather) reject them.
@@ -143,11 +211,13 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State)
     head = [e.slice(aug, 0, p, 1)] if p else []
     out = e.op("Concat", *head, *unm, dst, axis=1)  # (B, n − r, c+1)
     sizes = e.slice(out, c, c + 1, 2)
-    merged = e.op("Div", e.slice(out, 0, c, 2), sizes)
+    # Padded tokens keep size 0 (their features become 0; they are masked and never pooled).
+    divisor = sizes if state.padding is None else e.op("Max", sizes, e.const(np.array(1e-6, x.dtype.numpy())))
+    merged = e.op("Div", e.slice(out, 0, c, 2), divisor)
     batch = x.shape[0] if x.shape is not None else None
     with_shape(merged, batch, n - r, c, x.dtype)
     with_shape(sizes, batch, n - r, 1, x.dtype)
     new_nodes = set(e.tape.nodes)
     e.insert_after(block.residual)
     redirect_uses(x, merged, new_nodes)
-    return _State(n - r, sizes)
+    return _State(n - r, sizes, state.padding)

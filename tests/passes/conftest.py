@@ -112,3 +112,39 @@ def canonical_tiny_deit(zero_positions: bool = False) -> ir.Model:
     model = ir.from_proto(prog.model_proto)
     run_pipeline(model, "default")
     return model
+
+
+def canonical_tiny_sentence_encoder(seq: int = 16) -> ir.Model:
+    """A 2-layer BERT (random, seed 0) with a padding mask and mean pooling, as
+    sentence-transformers computes embeddings; exported and run through the default pipeline."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from edgeattn.compiler.frontend import DEFAULT_OPSET
+    from edgeattn.compiler.pipeline import run_pipeline
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                vocab_size=100, max_position_embeddings=64)).eval()
+
+    class Embed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = bert
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    ids = torch.randint(1, 100, (2, seq))
+    mask = torch.ones(2, seq, dtype=torch.int64)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(Embed().eval(), (ids, mask), dynamo=True, opset_version=DEFAULT_OPSET,
+                                 input_names=["input_ids", "attention_mask"],
+                                 dynamic_shapes=({0: batch}, {0: batch}), verbose=False)
+    model = ir.from_proto(prog.model_proto)
+    run_pipeline(model, "default")
+    return model
