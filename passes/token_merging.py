@@ -156,11 +156,9 @@ def _add_size_bias(model: ir.Model, block: Block, sizes: ir.Value, log_sizes: bo
     e = Emitter(model, f"{block.attention.name or 'attn'}_tome_bias")
     n = block.tokens if sizes.shape is None else sizes.shape[1]
     weight = sizes if log_sizes else e.op("Min", sizes, e.const(np.array(1, sizes.dtype.numpy())))
-    log = e.op("Log", weight)  # (B, N, 1)
-    row = e.op("Unsqueeze", e.op("Transpose", log, perm=[0, 2, 1]), e.ints(1))  # (B, 1, 1, N)
-    batch = e.slice(e.op("Shape", sizes), 0, 1, 0)
+    row = e.op("Reshape", e.op("Log", weight), e.ints(0, 1, 1, n))  # (B, 1, 1, N)
     # ORT's CPU Attention wants the mask's query axis spelled out, not broadcast.
-    bias = e.op("Expand", row, e.op("Concat", batch, e.ints(1, n, n), axis=0))
+    bias = e.op("Expand", row, e.ints(1, 1, n, n))
     e.insert_before(block.attention)
     node = block.attention
     node.resize_inputs(4)
@@ -188,8 +186,7 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State)
     a, b = e.slice(m, 0, n - p, 1, 2), e.slice(m, 1, n - p, 1, 2)
     scores = e.op("MatMul", a, e.op("Transpose", b, perm=[0, 2, 1]))  # (B, na, nb)
     best = e.op("ReduceMax", scores, e.ints(-1), keepdims=0)
-    body = e.slice(aug, p, n, 1)
-    xa, xb = e.slice(body, 0, n - p, 1, 2), e.slice(body, 1, n - p, 1, 2)
+    xa, xb = e.slice(aug, p, n, 1, 2), e.slice(aug, p + 1, n, 1, 2)
     if state.padding is not None:  # padded A tokens (size 0) merge first: it costs nothing
         size_a = e.op("Squeeze", e.slice(xa, c, c + 1, 2), e.ints(-1))
         pad_a = e.op("Cast", e.op("Equal", size_a, e.const(np.array(0, x.dtype.numpy()))), to=x.dtype)
@@ -200,14 +197,15 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State)
     unm_idx = e.slice(order, r, na, 1) if r < na else None
     dst_idx = e.op("GatherElements", best_b, src_idx, axis=1)
 
-    def rows(idx: ir.Value) -> ir.Value:  # (B, k) → (B, k, c+1) for GatherElements/ScatterElements
-        shape = e.op("Concat", e.op("Shape", idx), e.ints(c + 1), axis=0)
-        return e.op("Expand", e.op("Unsqueeze", idx, e.ints(-1)), shape)
+    def take(data: ir.Value, idx: ir.Value) -> ir.Value:  # rows idx (B, k) of data (B, m, c+1)
+        return e.op("GatherND", data, e.op("Unsqueeze", idx, e.ints(-1)), batch_dims=1)
 
-    src = e.op("GatherElements", xa, rows(src_idx), axis=1)
-    dst = e.op("ScatterElements", xb, rows(dst_idx), src, axis=1, reduction="add")
+    src = take(xa, src_idx)
+    # ScatterElements wants the index as wide as the rows: Expand broadcasts (B, r, 1) → (B, r, c+1).
+    dst_rows = e.op("Expand", e.op("Unsqueeze", dst_idx, e.ints(-1)), e.ints(1, 1, c + 1))
+    dst = e.op("ScatterElements", xb, dst_rows, src, axis=1, reduction="add")
     # No zero-sized tensors: some backends (TVM's gather) reject them.
-    unm = [e.op("GatherElements", xa, rows(unm_idx), axis=1)] if r < na else []
+    unm = [take(xa, unm_idx)] if r < na else []
     head = [e.slice(aug, 0, p, 1)] if p else []
     out = e.op("Concat", *head, *unm, dst, axis=1)  # (B, n − r, c+1)
     sizes = e.slice(out, c, c + 1, 2)
