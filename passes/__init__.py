@@ -19,6 +19,7 @@ PASSES: dict[str, str] = {
     "fold-causal-masks": "edgeattn.passes.causal_masks:FoldCausalMasks",
     "tome": "edgeattn.passes.token_merging:TokenMerging",
     "cls-prune": "edgeattn.passes.cls_pruning:ClassTokenPruning",
+    "agent": "edgeattn.passes.agent_attention:AgentAttention",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -30,10 +31,11 @@ DESCRIPTIONS: dict[str, str] = {
     "fold-causal-masks": "masks computed from input shapes only that are exactly causal → is_causal=1, exact",
     "tome": "token merging after attention (approximate; settings r, layers, protect, prop_attn)",
     "cls-prune": "keep the patch tokens the class token attends to most (approximate; settings keep, layers, fuse)",
+    "agent": "agent attention: queries read n pooled-query agents (approximate; settings agents, layers, power, shortcut)",
 }
 
 # Passes that change the model's numbers: only run under a measured accuracy budget.
-APPROXIMATE = {"sink-window", "tome", "cls-prune"}
+APPROXIMATE = {"sink-window", "tome", "cls-prune", "agent"}
 
 
 def create(name: str, **settings):
