@@ -130,7 +130,7 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
             return {"rewrites": [], "budget": str(guard), "accepted": False, "search": search,
                     "reason": f"{search['reason']}; shipped the exact graph"}
     exact = src.model
-    src.model, record = plan.apply_plan(exact, steps, guard, meter, say)
+    src.model, record = plan.apply_plan(exact, steps, guard, meter, say, lambda: _calibration_feeds(src))
     if search is not None:
         record["search"] = search
     if record["accepted"] and search is not None:
@@ -141,6 +141,17 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
             record["accepted"] = False
             record["reason"] = f"no measured speedup ({record['latency']['speedup']:.2f}×); shipped the exact graph"
     return record
+
+
+def _calibration_feeds(src: Source, count: int = 8) -> list[dict]:
+    """Data for passes that calibrate: the model's own calibration set (e.g. training images),
+    else seeded example inputs (never the evaluation data)."""
+    zm = src.zoo_model
+    if zm is not None and zm.calibration_feeds is not None:
+        return zm.calibration_feeds()
+    if zm is not None:
+        return [zm.example_feeds(seed=100 + i) for i in range(count)]
+    return [_example_feeds(src, {"inputs": io_specs(src.model.graph.inputs)}) for _ in range(count)]
 
 
 def _candidate_meter(src: Source, reference, guard: plan.Budget):

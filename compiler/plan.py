@@ -140,14 +140,21 @@ def measure_candidate(model: ir.Model, feeds: dict, reference_out: list, zoo_mod
 
 
 def apply_plan(model: ir.Model, steps: list[RewriteStep], budget: Budget,
-               measure: Callable[[ir.Model], dict], say: Callable[[str], None]) -> tuple[ir.Model, dict]:
-    """Apply `steps` to a copy of the exact `model`; keep it only if `budget` is met."""
+               measure: Callable[[ir.Model], dict], say: Callable[[str], None],
+               calibration: Callable[[], list[dict]] | None = None) -> tuple[ir.Model, dict]:
+    """Apply `steps` to a copy of the exact `model`; keep it only if `budget` is met. Passes that
+    need calibration data (NEEDS_CALIBRATION) get `calibration()`."""
     candidate = ir.from_proto(ir.to_proto(model))
     applied = []
     for step in steps:
         say(f"rewrite {step.name}")
+        extra = {}
+        if getattr(passes.pass_class(step.name), "NEEDS_CALIBRATION", False):
+            if calibration is None:
+                raise CompileError(f"rewrite '{step.name}' needs calibration data", "use a zoo model or give example inputs")
+            extra["calibration"] = calibration()
         try:
-            p = passes.create(step.name, **step.settings)
+            p = passes.create(step.name, **step.settings, **extra)
         except TypeError as e:
             raise CompileError(f"bad settings for rewrite '{step.name}': {e}") from None
         p(candidate)

@@ -275,3 +275,12 @@ def torch_predict_fn(model) -> Callable[[np.ndarray], np.ndarray]:
         return logits.float().numpy()
 
     return predict
+
+
+def calibration_feeds(variant: str = "base", images: int = 64, batch_size: int = 16,
+                      input_name: str = "pixel_values") -> list[dict]:
+    """Feeds for calibrating rewrites and quantization: the first `images` of the TRAINING split
+    (never the held-out images), preprocessed for `variant`, in batches."""
+    x_train8, _, _, _ = load_split_raw()
+    x = preprocess_variant(x_train8[:images], variant)
+    return [{input_name: x[i:i + batch_size]} for i in range(0, len(x), batch_size)]

@@ -61,7 +61,8 @@ def digits_vit(size: int | None) -> ZooModel:
     n = digits.CONFIG["image_size"]
     zm = ZooModel("digits-vit", _LogitsOnly.wrap(model), _pixel_input(n), ["logits"],
                   f"ViT trained on scikit-learn digits ({n}×{n}, patch {digits.CONFIG['patch_size']})",
-                  evaluate_top1=digits.evaluate_top1, weights="trained, committed (models/weights)")
+                  evaluate_top1=digits.evaluate_top1, weights="trained, committed (models/weights)",
+                  calibration_feeds=digits.calibration_feeds)
     return zm
 
 
@@ -82,5 +83,6 @@ def digits_vit_hr(size: int | None) -> ZooModel:
                   f"ViT trained on scikit-learn digits upscaled to {n}×{n} (patch {p}, {tokens} tokens + CLS; "
                   f"fine-tuned from digits-vit{acc_note})",
                   evaluate_top1=functools.partial(digits.evaluate_top1, variant="hr"),
-                  weights="trained, committed (models/weights)")
+                  weights="trained, committed (models/weights)",
+                  calibration_feeds=functools.partial(digits.calibration_feeds, variant="hr"))
     return zm

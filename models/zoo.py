@@ -54,6 +54,8 @@ class ZooModel:
     # Unlabelled embedding evaluation: run(feeds) -> embeddings (B, D)  ↦  all embeddings of the
     # model's text set stacked (N, D), in a fixed order (compare with accuracy.embedding_agreement).
     evaluate_embeddings: Callable[[Callable[[dict], np.ndarray]], np.ndarray] | None = None
+    # Data for calibrating rewrites (and quantization): a list of feed dicts, never the eval split.
+    calibration_feeds: Callable[[], list[dict]] | None = None
     weights: str = "random init (seed 0)"
 
     def example_feeds(self, seed: int = 0, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:

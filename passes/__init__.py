@@ -20,6 +20,7 @@ PASSES: dict[str, str] = {
     "tome": "edgeattn.passes.token_merging:TokenMerging",
     "cls-prune": "edgeattn.passes.cls_pruning:ClassTokenPruning",
     "agent": "edgeattn.passes.agent_attention:AgentAttention",
+    "head-prune": "edgeattn.passes.head_pruning:HeadPruning",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -32,14 +33,19 @@ DESCRIPTIONS: dict[str, str] = {
     "tome": "token merging after attention (approximate; settings r, layers, protect, prop_attn)",
     "cls-prune": "keep the patch tokens the class token attends to most (approximate; settings keep, layers, fuse)",
     "agent": "agent attention: queries read n pooled-query agents (approximate; settings agents, layers, power, shortcut)",
+    "head-prune": "FLAP head pruning with bias compensation on calibration data (approximate; settings ratio, layers)",
 }
 
 # Passes that change the model's numbers: only run under a measured accuracy budget.
-APPROXIMATE = {"sink-window", "tome", "cls-prune", "agent"}
+APPROXIMATE = {"sink-window", "tome", "cls-prune", "agent", "head-prune"}
 
 
-def create(name: str, **settings):
+def pass_class(name: str):
     if name not in PASSES:
         raise KeyError(f"unknown pass '{name}' — known passes: {', '.join(sorted(PASSES))}")
     module, cls = PASSES[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**settings)
+    return getattr(importlib.import_module(module), cls)
+
+
+def create(name: str, **settings):
+    return pass_class(name)(**settings)
