@@ -20,6 +20,7 @@ from edgeattn.compiler.compile import compile_source
 from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.frontend import Source, load_source
+from edgeattn.compiler.pipeline import run_pipeline
 
 Say = Callable[[str], None]
 # Pause before each candidate's turn: an idle worker's thread pool (OpenMP, ORT) keeps spinning
@@ -211,7 +212,10 @@ def run_bench(spec: str, target_names: list[str], precisions: list[str], out: Pa
     say(f"load {spec}")
     src = load_source(spec)
     dims = {**src.example_dims, "batch": 1}
-    flops = graph_flops(src.model, dims)
+    # Counted on the canonical graph: the plain export's attention MatMuls can have unknown shapes.
+    canonical = src.clone()
+    run_pipeline(canonical.model, "default")
+    flops = graph_flops(canonical.model, dims)
     out.mkdir(parents=True, exist_ok=True)
     cands, notes = plan_candidates(src, spec, target_names, precisions, out / "artifacts", baselines, threads, say,
                                    rewrites, budget)

@@ -244,13 +244,16 @@ def _print_layers(plan: dict) -> None:
             rows.setdefault(item["layer"], {}).update(change=f"{r['name']} → {item['tokens_after']}")
     if not rows:
         return
-    errors = [e and next(iter(e.values())) for e in (plan.get("search") or {}).get("layer_error") or []]
+    search = plan.get("search") or {}
+    errors = {i: e and next(iter(e.values())) for i, e in enumerate(search.get("layer_error") or [])}
+    if search.get("embed_error"):
+        errors["embed"] = next(iter(search["embed_error"].values()))
     metric = plan["budget"].split(">")[0].split("<")[0]
     t = Table(title="per layer")
     for col in ("layer", "tokens in", "after the block", f"{metric}, this layer alone"):
         t.add_column(col)
-    for layer in sorted(rows):
-        err = errors[layer] if layer < len(errors) and errors[layer] is not None else None
+    for layer in sorted(rows, key=lambda k: -1 if k == "embed" else k):
+        err = errors.get(layer)
         t.add_row(str(layer), str(rows[layer].get("in", "")), rows[layer].get("change", "unchanged"),
                   "" if err is None else f"{err:.4g}")
     out.print(t)

@@ -1,8 +1,9 @@
 """`--rewrite auto`: a measured per-layer search for the cheapest token-merging schedule that
 stays inside the accuracy budget.
 
-1. Sensitivity: each layer alone, its merge count r bisected on a grid (steps of ~1/16 of the
-   tokens) → the largest r that layer takes alone and still meets the budget.
+1. Sensitivity: each layer alone (and the merge before the first block, on the embeddings),
+   its merge count r bisected on a grid (steps of ~1/16 of the tokens) → the largest r that
+   layer takes alone and still meets the budget.
 2. Joint: the schedule α · r_alone, α bisected, measured as a whole (errors add up across layers).
 3. Greedy: raise single layers one grid step, cheapest-FLOPs gain first, keep what still meets it.
 Every candidate is measured (the same meter as explicit plans: reference outputs, labelled data
@@ -42,7 +43,7 @@ class _Search:
         if len(self.trials) >= self.max_evals:
             return {"ok": False, "flops": None, "value": None, "skipped": "evaluation budget spent"}
         cand = _clone(self.model)
-        TokenMerging(r=list(schedule))(cand)
+        TokenMerging(r=list(schedule[1:]), embed_r=schedule[0])(cand)
         values = self.budget.measure(self.measure(cand))
         trial = {"r": list(schedule), "value": values, "ok": self.budget.met(values), "flops": graph_flops(cand)}
         self.trials.append(trial)
@@ -79,6 +80,8 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     step = max(1, (tokens[0] - protect) // 16)
     levels = max(1, (tokens[0] - protect) // 2 // step)
     s = _Search(model, budget, measure, say, max_evals)
+    # A schedule is (r before the first block, r after block 0, …, r after block L−1).
+    sites += 1
     zero = (0,) * sites
 
     def with_layer(layer: int, r: int) -> tuple[int, ...]:
@@ -104,16 +107,17 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
             trial = s.evaluate(cand)
             if trial["ok"] and trial["flops"] < best_flops:
                 best, best_flops, improved = cand, trial["flops"], True
-    record = {"family": "tome", "grid_step": step, "protect": protect, "alone": [k * step for k in alone],
-              "chosen": list(best), "evaluations": len(s.trials), "trials": s.trials,
-              "flops_exact": graph_flops(model)}
+    record = {"family": "tome", "grid_step": step, "protect": protect, "alone": [k * step for k in alone[1:]],
+              "embed_alone": alone[0] * step, "chosen": list(best[1:]), "embed_r": best[0],
+              "evaluations": len(s.trials), "trials": s.trials, "flops_exact": graph_flops(model)}
     if not any(best):
         record["reason"] = "no layer can merge tokens inside the budget"
         return [], record
     record["flops_chosen"] = best_flops
     # Each layer's own error at its chosen r (that layer merging alone), for `edgeattn explain`.
-    record["layer_error"] = [None if not r else s.evaluate(with_layer(i, r))["value"] for i, r in enumerate(best)]
-    return [RewriteStep("tome", {"r": list(best)})], record
+    errors = [None if not r else s.evaluate(with_layer(i, r))["value"] for i, r in enumerate(best)]
+    record["embed_error"], record["layer_error"] = errors[0], errors[1:]
+    return [RewriteStep("tome", {"r": list(best[1:]), "embed_r": best[0]})], record
 
 
 def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20) -> float:

@@ -33,14 +33,22 @@ class Block:
     def key(self) -> ir.Value:
         return self.attention.inputs[1]
 
+    @property
+    def skip(self) -> ir.Value:
+        """The residual stream entering the block (the Add's input that bypasses attention)."""
+        return next(v for v in self.residual.inputs if v is not self.branch)
+
+    branch: ir.Value | None = None  # the Add's input coming from the attention branch
+
 
 def _attr(node: ir.Node, name: str, default=None):
     a = node.attributes.get(name)
     return default if a is None else a.value
 
 
-def _residual_add(attention: ir.Node) -> ir.Node | None:
-    """Follow Attention's output through single-consumer MatMul/Add nodes to the residual Add."""
+def _residual_add(attention: ir.Node) -> tuple[ir.Node, ir.Value] | None:
+    """Follow Attention's output through single-consumer MatMul/Add nodes to the residual Add;
+    returns it and its input from the attention branch."""
     v = attention.outputs[0]
     for _ in range(4):
         users = {u.node for u in v.uses()}
@@ -48,7 +56,7 @@ def _residual_add(attention: ir.Node) -> ir.Node | None:
             return None
         node = users.pop()
         if node.op_type == "Add" and all(i is not None and i.const_value is None for i in node.inputs):
-            return node
+            return node, v
         if node.op_type not in ("MatMul", "Add"):
             return None
         v = node.outputs[0]
@@ -80,15 +88,16 @@ def find_blocks(model: ir.Model, allowed_mask: ir.Value | None = None) -> tuple[
     sites = [n for n in model.graph if n.op_type == "Attention"]
     for index, node in enumerate(sites):
         reason = block_reason(node, allowed_mask)
-        residual = None if reason else _residual_add(node)
-        if reason is None and residual is None:
+        found = None if reason else _residual_add(node)
+        if reason is None and found is None:
             reason = "no residual Add after the attention branch"
         if reason:
             skipped.append({"layer": index, "node": node.name or "<Attention>", "reason": reason})
             continue
+        residual, branch = found
         q = node.inputs[0]
         blocks.append(Block(index, node, residual, int(_attr(node, "q_num_heads")), int(q.shape[1]),
-                            int(residual.outputs[0].shape[2]) if residual.outputs[0].shape else 0))
+                            int(residual.outputs[0].shape[2]) if residual.outputs[0].shape else 0, branch))
     return blocks, skipped
 
 

@@ -40,12 +40,15 @@ def _per_layer(r, layers: list[int] | None, sites: int) -> dict[int, int]:
 class TokenMerging(ir.passes.InPlacePass):
     """Settings: r (tokens merged per layer: an int, or a list with one value per chosen layer),
     layers (Attention site indices; default all), protect (leading tokens never merged; default:
-    the class/distillation tokens found in the embedding), prop_attn (size-weighted attention)."""
+    the class/distillation tokens found in the embedding), prop_attn (size-weighted attention),
+    embed_r (tokens merged before the first block, matched on the embeddings themselves: saves
+    the first attention too; not in the ToMe paper)."""
 
     def __init__(self, r=8, layers: list[int] | None = None, protect: int | None = None,
-                 prop_attn: bool | int = True) -> None:
+                 prop_attn: bool | int = True, embed_r: int = 0) -> None:
         super().__init__()
         self.r, self.layers, self.protect, self.prop_attn = r, layers, protect, bool(prop_attn)
+        self.embed_r = int(embed_r)
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -59,6 +62,14 @@ class TokenMerging(ir.passes.InPlacePass):
         protect = None
         state = _State(None, None, padding)
         tokens_per_layer, merged = [], []
+        first = blocks[0] if blocks and blocks[0].index == 0 else None
+        if self.embed_r and first is not None and first.skip.producer() is not None \
+                and not outputs_have_tokens(model, first.tokens):
+            protect = self.protect if self.protect is not None else prefix_tokens(model, first.tokens)
+            r = min(int(self.embed_r), (first.tokens - protect) // 2)
+            if r > 0:
+                state = _merge(model, first, first.tokens, r, protect, state, embed=True)
+                merged.append({"layer": "embed", "r": r, "tokens_after": state.tokens})
         for block in blocks:
             if state.sizes is not None:  # token count changed upstream: attention sees sizes
                 if self.prop_attn or padding:
@@ -165,11 +176,13 @@ def _add_size_bias(model: ir.Model, block: Block, sizes: ir.Value, log_sizes: bo
     node.replace_input_with(3, bias)
 
 
-def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State) -> _State:
-    """Insert one bipartite-soft-matching merge after `block`'s residual Add: n → n − r tokens."""
-    x = block.stream
+def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State, embed: bool = False) -> _State:
+    """Insert one bipartite-soft-matching merge after `block`'s residual Add (or, with `embed`,
+    on the stream entering the block, matched on the token embeddings): n → n − r tokens."""
+    x = block.skip if embed else block.stream
+    anchor = x.producer() if embed else block.residual
     c = block.channels
-    e = Emitter(model, f"{block.attention.name or 'attn'}_tome")
+    e = Emitter(model, f"{block.attention.name or 'attn'}_tome{'_embed' if embed else ''}")
     # Token features and sizes travel together: aug = [x·s, s]  (B, n, c+1).
     sizes_in = state.sizes
     if sizes_in is None and state.padding is not None:
@@ -178,8 +191,8 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State)
         aug = e.op("Pad", x, e.ints(0, 0, 0, 0, 0, 1), e.const(np.array(1, x.dtype.numpy())))
     else:
         aug = e.op("Concat", e.op("Mul", x, sizes_in), sizes_in, axis=-1)
-    # Similarity metric: keys averaged over heads, L2-normalised.
-    k = e.op("ReduceMean", e.op("Reshape", block.key, e.ints(0, 0, block.heads, -1)), e.ints(2), keepdims=0)
+    # Similarity metric: keys averaged over heads (the embeddings themselves before a block), L2-normalised.
+    k = x if embed else e.op("ReduceMean", e.op("Reshape", block.key, e.ints(0, 0, block.heads, -1)), e.ints(2), keepdims=0)
     k = e.slice(k, p, n, 1)
     m = e.op("Div", k, e.op("ReduceL2", k, e.ints(-1), keepdims=1))
     na = (n - p + 1) // 2
@@ -216,6 +229,6 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State)
     with_shape(merged, batch, n - r, c, x.dtype)
     with_shape(sizes, batch, n - r, 1, x.dtype)
     new_nodes = set(e.tape.nodes)
-    e.insert_after(block.residual)
+    e.insert_after(anchor)
     redirect_uses(x, merged, new_nodes)
     return _State(n - r, sizes, state.padding)

@@ -34,10 +34,11 @@ def test_search_finds_the_largest_schedule_inside_the_budget(deit):
     assert len(chosen) == 3 and record["grid_step"] == 1 and record["protect"] == 2
     assert all(t["ok"] == (t["value"]["cosine"] >= 0.98) for t in record["trials"])
     best = min((t for t in record["trials"] if t["ok"]), key=lambda t: t["flops"])
-    assert best["r"] == chosen and record["flops_chosen"] == best["flops"] < exact
+    assert best["r"] == [record["embed_r"]] + chosen and record["flops_chosen"] == best["flops"] < exact
     # no single layer can take one more step inside the budget
-    for i in range(3):
-        more = [v + (j == i) for j, v in enumerate(chosen)]
+    full = [record["embed_r"]] + chosen  # the searched schedule: before block 0, then after each block
+    for i in range(4):
+        more = [v + (j == i) for j, v in enumerate(full)]
         trial = next((t for t in record["trials"] if t["r"] == more), None)
         assert trial is None or not trial["ok"] or trial["flops"] == best["flops"]
 
@@ -56,7 +57,7 @@ def test_auto_finds_the_free_merge_after_the_last_attention(deit, tmp_path):
     ir.save(deit, path)
     m = compile_model(str(path), "ort", tmp_path / "a", rewrites=["auto"], budget="max-abs<=1e-5")
     search = m["plan"]["search"]
-    assert search["chosen"][:2] == [0, 0] and search["chosen"][2] > 0
+    assert search["embed_r"] == 0 and search["chosen"][:2] == [0, 0] and search["chosen"][2] > 0
     assert m["accuracy"]["max_abs_error"] <= 1e-5
     # shipped only if it also measured faster than the exact graph; either way the reason is recorded
     assert m["plan"]["accepted"] or "no measured speedup" in m["plan"]["reason"]

@@ -110,6 +110,12 @@ def test_merging_duplicate_tokens_is_exact_with_proportional_attention(flat_deit
     prop = ir.from_proto(flat_deit_proto)
     TokenMerging(r=4)(prop)
     np.testing.assert_allclose(ort_run(prop, feeds)[0], want, atol=1e-4)
+    early = ir.from_proto(flat_deit_proto)  # also merging the embeddings before the first block
+    p = TokenMerging(r=2, embed_r=4)
+    p(early)
+    assert p.details["merged"][0] == {"layer": "embed", "r": 4, "tokens_after": 14}
+    assert _attention_tokens(early) == [14, 12, 10]
+    np.testing.assert_allclose(ort_run(early, feeds)[0], want, atol=1e-4)
     plain = ir.from_proto(flat_deit_proto)
     TokenMerging(r=4, prop_attn=False)(plain)
     assert np.abs(ort_run(plain, feeds)[0] - want).max() > 1e-3
