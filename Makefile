@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench bench-rewrites clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ bench: install
 	$(PY) tests/benchmarks/bench_foundation.py
 	$(VENV)/bin/edgeattn bench deit-small --targets ort,openvino --precision fp32,bf16 --baselines -o bench/deit-small
 	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,bf16 --baselines -o bench/minilm-l6_512
+
+# Issue 4's table: each model exact vs the plan `--rewrite auto` finds inside its budget.
+bench-rewrites: install
+	$(VENV)/bin/edgeattn bench digits-vit --targets ort,openvino --rewrite auto --budget "top1-drop<=0.5" --rounds 7 --runs 30 -o bench/digits-vit-auto
+	$(VENV)/bin/edgeattn bench digits-vit-hr --targets ort,openvino --rewrite auto --budget "top1-drop<=1" -o bench/digits-vit-hr-auto
+	$(VENV)/bin/edgeattn bench deit-small@384 --targets ort,openvino --rewrite auto --budget "cosine>=0.99" -o bench/deit-small_384-auto
+	$(VENV)/bin/edgeattn bench deit-small@512 --targets ort,openvino --rewrite auto --budget "cosine>=0.99" -o bench/deit-small_512-auto
+	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --rewrite auto:max_evals=30 --budget "embedding-cosine>=0.99,nn-agree>=0.98" -o bench/minilm-l6_512-auto
 
 clean:
 	rm -rf $(VENV) artifacts
