@@ -61,6 +61,24 @@ def _shift_batch(xb, max_shift: int, gen, background: float):
     return out
 
 
+def _optimizer(model, lr: float, weight_decay: float, total: int, warmup: int):
+    """AdamW (no decay on norms, biases, position embeddings, CLS) + linear warmup, cosine decay."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "position_embeddings" in name or "cls_token" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999))
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
 def train(epochs: int, out: Path, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.05,
           warmup_epochs: int = 3, max_shift: int = 2, label_smoothing: float = 0.1) -> float:
     import torch
@@ -77,21 +95,8 @@ def train(epochs: int, out: Path, batch_size: int = 64, lr: float = 1e-3, weight
     background = float(x_train.min())  # pixel value 0 → -1.0
 
     model = digits.build_model(weights=False).train()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "position_embeddings" in name or "cls_token" in name else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999))
     steps_per_epoch = math.ceil(len(xt) / batch_size)
-    total = epochs * steps_per_epoch
-    warmup = warmup_epochs * steps_per_epoch
-
-    def lr_lambda(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    opt, sched = _optimizer(model, lr, weight_decay, epochs * steps_per_epoch, warmup_epochs * steps_per_epoch)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     predict = digits.torch_predict_fn(model)
 
@@ -211,20 +216,8 @@ def train_hr(epochs: int, out: Path, base_weights: Path, batch_size: int = 32, l
     zero_shot = digits.evaluate_top1(predict, variant="hr")
     print(f"init from {base_weights.name}: zero-shot test_acc {zero_shot:.4f}  {time.time() - t0:6.1f}s", flush=True)
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "position_embeddings" in name or "cls_token" in name else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999))
     steps_per_epoch = math.ceil(len(yt) / batch_size)
-    total = epochs * steps_per_epoch
-
-    def lr_lambda(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup_steps) / max(1, total - warmup_steps)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    opt, sched = _optimizer(model, lr, weight_decay, epochs * steps_per_epoch, warmup_steps)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     acc = zero_shot
