@@ -21,6 +21,7 @@ PASSES: dict[str, str] = {
     "cls-prune": "edgeattn.passes.cls_pruning:ClassTokenPruning",
     "agent": "edgeattn.passes.agent_attention:AgentAttention",
     "head-prune": "edgeattn.passes.head_pruning:HeadPruning",
+    "window": "edgeattn.passes.window_attention:WindowAttention",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -34,10 +35,11 @@ DESCRIPTIONS: dict[str, str] = {
     "cls-prune": "keep the patch tokens the class token attends to most (approximate; settings keep, layers, fuse)",
     "agent": "agent attention: queries read n pooled-query agents (approximate; settings agents, layers, power, shortcut)",
     "head-prune": "FLAP head pruning with bias compensation on calibration data (approximate; settings ratio, layers)",
+    "window": "blocked w×w window attention on the patch grid, prefix tokens global (approximate; settings window, layers)",
 }
 
 # Passes that change the model's numbers: only run under a measured accuracy budget.
-APPROXIMATE = {"sink-window", "tome", "cls-prune", "agent", "head-prune"}
+APPROXIMATE = {"sink-window", "tome", "cls-prune", "agent", "head-prune", "window"}
 
 
 def pass_class(name: str):
