@@ -22,6 +22,7 @@ PASSES: dict[str, str] = {
     "agent": "edgeattn.passes.agent_attention:AgentAttention",
     "head-prune": "edgeattn.passes.head_pruning:HeadPruning",
     "window": "edgeattn.passes.window_attention:WindowAttention",
+    "hilo": "edgeattn.passes.hilo_attention:HiLoAttention",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -36,10 +37,11 @@ DESCRIPTIONS: dict[str, str] = {
     "agent": "agent attention: queries read n pooled-query agents (approximate; settings agents, layers, power, shortcut)",
     "head-prune": "FLAP head pruning with bias compensation on calibration data (approximate; settings ratio, layers)",
     "window": "blocked w×w window attention on the patch grid, prefix tokens global (approximate; settings window, layers)",
+    "hilo": "HiLo: some heads windowed, the others read average-pooled K/V (approximate; settings window, pool, alpha, layers)",
 }
 
 # Passes that change the model's numbers: only run under a measured accuracy budget.
-APPROXIMATE = {"sink-window", "tome", "cls-prune", "agent", "head-prune", "window"}
+APPROXIMATE = {"sink-window", "tome", "cls-prune", "agent", "head-prune", "window", "hilo"}
 
 
 def pass_class(name: str):
