@@ -110,6 +110,10 @@ class Budget:
     def met(self, values: dict[str, float]) -> bool:
         return all(_OPS[op](values[m], t) for m, op, t in self.conditions)
 
+    def margin(self, values: dict[str, float]) -> float:
+        """The tightest condition's slack (negative when missed): larger is better."""
+        return min((values[m] - t) if op == ">=" else (t - values[m]) for m, op, t in self.conditions)
+
 
 def _measured(metric: str, acc: dict) -> float:
     key = _KEYS.get(metric)

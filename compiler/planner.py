@@ -6,6 +6,7 @@ stays inside the accuracy budget.
    layer takes alone and still meets the budget.
 2. Joint: the schedule α · r_alone, α bisected, measured as a whole (errors add up across layers).
 3. Greedy: raise single layers one grid step, cheapest-FLOPs gain first, keep what still meets it.
+Before that, one probe picks proportional attention on or off (whichever keeps more margin).
 Every candidate is measured (the same meter as explicit plans: reference outputs, labelled data
 where the model has it). The objective is the graph's GEMM FLOPs at batch 1; the chosen schedule
 is then timed against the exact graph (ONNX Runtime, interleaved repeats) and dropped if it is
@@ -36,18 +37,22 @@ class _Search:
         self.model, self.budget, self.measure, self.say, self.max_evals = model, budget, measure, say, max_evals
         self.trials: list[dict] = []
         self._cache: dict[tuple, dict] = {}
+        self.prop_attn = True
 
-    def evaluate(self, schedule: tuple[int, ...]) -> dict:
-        if schedule in self._cache:
-            return self._cache[schedule]
+    def evaluate(self, schedule: tuple[int, ...], prop_attn: bool | None = None) -> dict:
+        prop = self.prop_attn if prop_attn is None else prop_attn
+        key = (prop, *schedule)
+        if key in self._cache:
+            return self._cache[key]
         if len(self.trials) >= self.max_evals:
             return {"ok": False, "flops": None, "value": None, "skipped": "evaluation budget spent"}
         cand = _clone(self.model)
-        TokenMerging(r=list(schedule[1:]), embed_r=schedule[0])(cand)
+        TokenMerging(r=list(schedule[1:]), embed_r=schedule[0], prop_attn=prop)(cand)
         values = self.budget.measure(self.measure(cand))
-        trial = {"r": list(schedule), "value": values, "ok": self.budget.met(values), "flops": graph_flops(cand)}
+        trial = {"r": list(schedule), "prop_attn": prop, "value": values, "ok": self.budget.met(values),
+                 "flops": graph_flops(cand)}
         self.trials.append(trial)
-        self._cache[schedule] = trial
+        self._cache[key] = trial
         mark = "ok" if trial["ok"] else "over budget"
         self.say(f"auto #{len(self.trials)}: r={list(schedule)} {describe(values)} {mark}")
         return trial
@@ -87,6 +92,11 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     def with_layer(layer: int, r: int) -> tuple[int, ...]:
         return tuple(r if i == layer else v for i, v in enumerate(zero))
 
+    # Proportional attention (ToMe's +log size) helps some models and hurts others: probe both on
+    # a moderate schedule (a quarter of the tokens after the first block) and keep the better one.
+    probe_schedule = with_layer(1, max(step, (tokens[0] - protect) // 4))
+    probes = {prop: s.evaluate(probe_schedule, prop) for prop in (True, False)}
+    s.prop_attn = max(probes, key=lambda prop: s.budget.margin(probes[prop]["value"]))
     alone = [_largest(lambda k, i=i: s.evaluate(with_layer(i, k * step))["ok"], levels) for i in range(sites)]
 
     def scaled(a: float) -> tuple[int, ...]:
@@ -109,7 +119,8 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
                 best, best_flops, improved = cand, trial["flops"], True
     record = {"family": "tome", "grid_step": step, "protect": protect, "alone": [k * step for k in alone[1:]],
               "embed_alone": alone[0] * step, "chosen": list(best[1:]), "embed_r": best[0],
-              "evaluations": len(s.trials), "trials": s.trials, "flops_exact": graph_flops(model)}
+              "evaluations": len(s.trials), "trials": s.trials, "flops_exact": graph_flops(model),
+              "prop_attn": s.prop_attn}
     if not any(best):
         record["reason"] = "no layer can merge tokens inside the budget"
         return [], record
@@ -117,7 +128,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     # Each layer's own error at its chosen r (that layer merging alone), for `edgeattn explain`.
     errors = [None if not r else s.evaluate(with_layer(i, r))["value"] for i, r in enumerate(best)]
     record["embed_error"], record["layer_error"] = errors[0], errors[1:]
-    return [RewriteStep("tome", {"r": list(best[1:]), "embed_r": best[0]})], record
+    return [RewriteStep("tome", {"r": list(best[1:]), "embed_r": best[0], "prop_attn": int(s.prop_attn)})], record
 
 
 def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20) -> float:

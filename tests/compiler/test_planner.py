@@ -75,3 +75,16 @@ def test_auto_without_sites_ships_the_exact_graph(tmp_path):
 def test_auto_is_alone(tmp_path):
     with pytest.raises(CompileError, match="cannot be combined"):
         compile_model("x.onnx", "ort", tmp_path / "a", rewrites=["auto", "tome:r=2"])
+
+
+def test_probe_picks_proportional_attention_by_margin(deit):
+    """A meter that penalises the +log(size) masks: the probe must switch them off."""
+    exact = graph_flops(deit)
+
+    def meter(m):
+        masked = any(len(n.inputs) > 3 and n.inputs[3] is not None for n in m.graph if n.op_type == "Attention")
+        return {"cosine": 1.0 - 0.05 * _saved(m, exact) - (0.01 if masked else 0.0), "max_abs_error": 0.0}
+
+    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None)
+    assert record["prop_attn"] is False and steps[0].settings["prop_attn"] == 0
+    assert {t["prop_attn"] for t in record["trials"][:2]} == {True, False}
