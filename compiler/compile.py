@@ -151,7 +151,7 @@ def _calibration_feeds(src: Source, count: int = 8) -> list[dict]:
         return zm.calibration_feeds()
     if zm is not None:
         return [zm.example_feeds(seed=100 + i) for i in range(count)]
-    return [_example_feeds(src, {"inputs": io_specs(src.model.graph.inputs)}) for _ in range(count)]
+    return [_example_feeds(src, {"inputs": io_specs(src.model.graph.inputs)}, seed=100 + i) for i in range(count)]
 
 
 def _candidate_meter(src: Source, reference, guard: plan.Budget):
@@ -203,10 +203,10 @@ def _measure_accuracy(src: Source, manifest: dict, work: Path, reference) -> dic
     return result
 
 
-def _example_feeds(src: Source, manifest: dict) -> dict:
+def _example_feeds(src: Source, manifest: dict, seed: int = 0) -> dict:
     if src.zoo_model is not None:
-        return src.zoo_model.example_feeds(seed=0)
-    rng = np.random.default_rng(0)
+        return src.zoo_model.example_feeds(seed=seed)
+    rng = np.random.default_rng(seed)
     feeds = {}
     for spec in manifest["inputs"]:
         shape = tuple(d if isinstance(d, int) else src.example_dims.get(d, 1) for d in spec["shape"])
