@@ -12,6 +12,11 @@ from onnxscript import optimizer
 FOLD_INPUT_LIMIT = 1 << 20
 FOLD_OUTPUT_LIMIT = 1 << 22
 
+# onnxscript's folder (here, and inside the rewriter and the exporter) tries onnx's reference ops
+# on shape subgraphs and logs each one that cannot run ("Evaluation failed"); those nodes simply
+# stay unfolded, so the warnings are noise on our users' terminals.
+logging.getLogger("onnxscript.optimizer._constant_folding").setLevel(logging.ERROR)
+
 
 class Cleanup(ir.passes.InPlacePass):
     """Fold constants and remove dead nodes; `sites_changed` is the number of nodes removed."""
@@ -23,15 +28,7 @@ class Cleanup(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = sum(1 for _ in model.graph.all_nodes())
-        # The folder tries onnx's reference ops on shape subgraphs and logs each one that cannot
-        # run ("Evaluation failed"); those nodes simply stay, so the warnings are noise.
-        folding_log = logging.getLogger("onnxscript.optimizer._constant_folding")
-        level = folding_log.level
-        folding_log.setLevel(logging.ERROR)
-        try:
-            optimizer.optimize(model, input_size_limit=FOLD_INPUT_LIMIT, output_size_limit=FOLD_OUTPUT_LIMIT)
-        finally:
-            folding_log.setLevel(level)
+        optimizer.optimize(model, input_size_limit=FOLD_INPUT_LIMIT, output_size_limit=FOLD_OUTPUT_LIMIT)
         ir.passes.common.RemoveUnusedNodesPass()(model)
         ir.passes.common.RemoveInitializersFromInputsPass()(model)
         after = sum(1 for _ in model.graph.all_nodes())
