@@ -32,7 +32,7 @@ DESCRIPTIONS: dict[str, str] = {
     "fold-attention-heads": "head split/merge Reshape+Transpose folded into a 3-D Attention, exact",
     "sink-window": "causal prefill → sink + local-window mask (approximate; settings sink, window, layers)",
     "fold-causal-masks": "masks computed from input shapes only that are exactly causal → is_causal=1, exact",
-    "tome": "token merging after attention (approximate; settings r, layers, protect, prop_attn)",
+    "tome": "token merging after attention (approximate; settings r, layers, embed_r, protect, prop_attn)",
     "cls-prune": "keep the patch tokens the class token attends to most (approximate; settings keep, layers, fuse)",
     "agent": "agent attention: queries read n pooled-query agents (approximate; settings agents, layers, power, shortcut)",
     "head-prune": "FLAP head pruning with bias compensation on calibration data (approximate; settings ratio, layers)",
