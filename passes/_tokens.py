@@ -175,3 +175,14 @@ def reinfer_shapes(model: ir.Model) -> None:
             if v not in keep:
                 v.shape = None
     ir.passes.common.ShapeInferencePass()(model)
+
+
+def site_blocks(model: ir.Model, layers: list[int] | None, protect: int | None) -> tuple[list[tuple[Block, int]], list[dict]]:
+    """For passes that rewrite single sites: fold to the 3-D form, then the usable blocks among
+    `layers` (None = all) with their protected prefix count, and the sites skipped with why."""
+    from edgeattn.passes.fold_attention_heads import FoldAttentionHeads  # noqa: PLC0415 - fold does not import this module
+
+    FoldAttentionHeads()(model)
+    blocks, skipped = find_blocks(model)
+    chosen = [b for b in blocks if layers is None or b.index in layers]
+    return [(b, protect if protect is not None else prefix_tokens(model, b.tokens)) for b in chosen], skipped

@@ -17,8 +17,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import Emitter, find_blocks, prefix_tokens
-from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
+from edgeattn.passes._tokens import Emitter, site_blocks
 
 
 def _bins(n: int, k: int) -> list[tuple[int, int]]:
@@ -58,13 +57,9 @@ class AgentAttention(ir.passes.InPlacePass):
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        FoldAttentionHeads()(model)
-        blocks, skipped = find_blocks(model)
+        sites, skipped = site_blocks(model, self.layers, self.protect)
         changed = []
-        for block in blocks:
-            if self.layers is not None and block.index not in self.layers:
-                continue
-            p = self.protect if self.protect is not None else prefix_tokens(model, block.tokens)
+        for block, p in sites:
             n = block.tokens
             agents = self.agents if self.agents is not None else p + 49
             if not p < agents < n:

@@ -15,8 +15,7 @@ import math
 
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import Emitter, find_blocks, prefix_tokens
-from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
+from edgeattn.passes._tokens import Emitter, site_blocks
 from edgeattn.passes.window_attention import replace_site, windowed
 
 
@@ -34,13 +33,9 @@ class HiLoAttention(ir.passes.InPlacePass):
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        FoldAttentionHeads()(model)
-        blocks, skipped = find_blocks(model)
+        sites, skipped = site_blocks(model, self.layers, self.protect)
         changed = []
-        for block in blocks:
-            if self.layers is not None and block.index not in self.layers:
-                continue
-            p = self.protect if self.protect is not None else prefix_tokens(model, block.tokens)
+        for block, p in sites:
             g = math.isqrt(block.tokens - p)
             lo = round(self.alpha * block.heads)
             if g * g != block.tokens - p or g % self.window or g % self.pool:

@@ -13,8 +13,7 @@ import math
 
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import Emitter, find_blocks, prefix_tokens
-from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
+from edgeattn.passes._tokens import Emitter, site_blocks
 
 
 class WindowAttention(ir.passes.InPlacePass):
@@ -29,13 +28,9 @@ class WindowAttention(ir.passes.InPlacePass):
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        FoldAttentionHeads()(model)
-        blocks, skipped = find_blocks(model)
+        sites, skipped = site_blocks(model, self.layers, self.protect)
         changed = []
-        for block in blocks:
-            if self.layers is not None and block.index not in self.layers:
-                continue
-            p = self.protect if self.protect is not None else prefix_tokens(model, block.tokens)
+        for block, p in sites:
             g = math.isqrt(block.tokens - p)
             w = self.window
             if g * g != block.tokens - p:

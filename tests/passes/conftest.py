@@ -148,3 +148,13 @@ def canonical_tiny_sentence_encoder(seq: int = 16) -> ir.Model:
     model = ir.from_proto(prog.model_proto)
     run_pipeline(model, "default")
     return model
+
+
+@pytest.fixture(scope="module")
+def folded_deit_proto():
+    """canonical_tiny_deit in the 3-D Attention form (fold-attention-heads), as a proto to copy."""
+    from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
+
+    model = canonical_tiny_deit()
+    FoldAttentionHeads()(model)
+    return ir.to_proto(model)

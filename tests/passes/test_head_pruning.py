@@ -7,17 +7,9 @@ import onnx_ir as ir
 import pytest
 
 from edgeattn.passes._tokens import find_blocks
-from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 from edgeattn.passes.head_pruning import HeadPruning, _channel_stats
 
-from .conftest import canonical_tiny_deit, ort_run
-
-
-@pytest.fixture(scope="module")
-def deit_proto():
-    model = canonical_tiny_deit()
-    FoldAttentionHeads()(model)
-    return ir.to_proto(model)
+from .conftest import ort_run
 
 
 def _feeds(seed: int, batch: int = 4):
@@ -31,8 +23,8 @@ def _heads(model):
     return [n.attributes["q_num_heads"].value for n in model.graph if n.op_type == "Attention"]
 
 
-def test_ratio_zero_is_exact(deit_proto):
-    model = ir.from_proto(deit_proto)
+def test_ratio_zero_is_exact(folded_deit_proto):
+    model = ir.from_proto(folded_deit_proto)
     want = ort_run(model, _feeds(0))[0]
     p = HeadPruning(ratio=0.0, calibration=CALIB)
     p(model)
@@ -40,17 +32,17 @@ def test_ratio_zero_is_exact(deit_proto):
     np.testing.assert_allclose(ort_run(model, _feeds(0))[0], want, atol=1e-6)
 
 
-def test_pruned_heads_equal_their_calibration_mean(deit_proto):
+def test_pruned_heads_equal_their_calibration_mean(folded_deit_proto):
     """The pruned graph must equal the original with the pruned heads' output channels held at
     their calibration means: that is exactly what bias compensation promises."""
-    model = ir.from_proto(deit_proto)
+    model = ir.from_proto(folded_deit_proto)
     p = HeadPruning(ratio=0.5, calibration=CALIB)  # 3 of 6 heads, ≥ 1 kept per layer
     p(model)
     assert p.details["heads_removed"] == 3 and all(k["kept"] >= 1 for k in p.details["pruned"])
     assert sum(_heads(model)) == 3
     out = ort_run(model, _feeds(0))[0]
     # the reference: the original graph with those channels overwritten by their means
-    ref = ir.from_proto(deit_proto)
+    ref = ir.from_proto(folded_deit_proto)
     blocks = find_blocks(ref)[0]
     stats = _channel_stats(ref, [b.attention.outputs[0] for b in blocks], CALIB)
     for item in p.details["pruned"]:
@@ -73,6 +65,6 @@ def test_pruned_heads_equal_their_calibration_mean(deit_proto):
     np.testing.assert_allclose(out, ort_run(ref, _feeds(0))[0], atol=1e-4)
 
 
-def test_needs_calibration(deit_proto):
+def test_needs_calibration(folded_deit_proto):
     with pytest.raises(ValueError, match="calibration"):
-        HeadPruning(ratio=0.3)(ir.from_proto(deit_proto))
+        HeadPruning(ratio=0.3)(ir.from_proto(folded_deit_proto))

@@ -7,18 +7,10 @@ import onnx_ir as ir
 import pytest
 
 from edgeattn.passes._tokens import find_blocks
-from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 from edgeattn.passes.hilo_attention import HiLoAttention
 
-from .conftest import canonical_tiny_deit, ort_run
+from .conftest import ort_run
 from .test_window_attention import G, P, _masked_attention
-
-
-@pytest.fixture(scope="module")
-def deit_proto():
-    model = canonical_tiny_deit()
-    FoldAttentionHeads()(model)
-    return ir.to_proto(model)
 
 
 def _x():
@@ -26,9 +18,9 @@ def _x():
 
 
 @pytest.mark.parametrize("settings", [{"window": G, "alpha": 0.0}, {"window": 2, "pool": 1, "alpha": 1.0}])
-def test_exact_settings(deit_proto, settings):
+def test_exact_settings(folded_deit_proto, settings):
     """A window covering the grid (all Hi-Fi), or pooling cells of one patch (all Lo-Fi)."""
-    model = ir.from_proto(deit_proto)
+    model = ir.from_proto(folded_deit_proto)
     want = ort_run(model, _x())[0]
     p = HiLoAttention(**settings)
     p(model)
@@ -51,8 +43,8 @@ def _pooled_attention(q, k, v, heads, cell):
     return (a @ split(pool(v))).transpose(0, 2, 1, 3).reshape(b, n, c)
 
 
-def test_half_and_half_matches_numpy(deit_proto):
-    model = ir.from_proto(deit_proto)
+def test_half_and_half_matches_numpy(folded_deit_proto):
+    model = ir.from_proto(folded_deit_proto)
     att = find_blocks(model)[0][0].attention
     q, k, v = att.inputs[:3]
     consumer = next(iter(att.outputs[0].uses())).node

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-import pytest
 
 from edgeattn.passes._tokens import find_blocks
-from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 from edgeattn.passes.window_attention import WindowAttention
 
-from .conftest import canonical_tiny_deit, ort_run
+from .conftest import ort_run
 
 P, G = 2, 4  # tiny DeiT: class + distillation tokens, 4×4 patches
-
-
-@pytest.fixture(scope="module")
-def deit_proto():
-    model = canonical_tiny_deit()
-    FoldAttentionHeads()(model)
-    return ir.to_proto(model)
 
 
 def _x():
@@ -42,8 +33,8 @@ def _masked_attention(q, k, v, heads, window):
     return (a @ split(v)).transpose(0, 2, 1, 3).reshape(b, n, c)
 
 
-def test_window_covering_the_grid_is_exact(deit_proto):
-    model = ir.from_proto(deit_proto)
+def test_window_covering_the_grid_is_exact(folded_deit_proto):
+    model = ir.from_proto(folded_deit_proto)
     want = ort_run(model, _x())[0]
     p = WindowAttention(window=G)
     p(model)
@@ -51,8 +42,8 @@ def test_window_covering_the_grid_is_exact(deit_proto):
     np.testing.assert_allclose(ort_run(model, _x())[0], want, atol=1e-5)
 
 
-def test_small_windows_match_masked_attention(deit_proto):
-    model = ir.from_proto(deit_proto)
+def test_small_windows_match_masked_attention(folded_deit_proto):
+    model = ir.from_proto(folded_deit_proto)
     att = find_blocks(model)[0][0].attention
     q, k, v = att.inputs[:3]
     consumer = next(iter(att.outputs[0].uses())).node
@@ -64,8 +55,8 @@ def test_small_windows_match_masked_attention(deit_proto):
     np.testing.assert_allclose(got, _masked_attention(qv, kv, vv, heads=2, window=2), atol=1e-5)
 
 
-def test_window_must_divide_the_grid(deit_proto):
-    model = ir.from_proto(deit_proto)
+def test_window_must_divide_the_grid(folded_deit_proto):
+    model = ir.from_proto(folded_deit_proto)
     p = WindowAttention(window=3)
     p(model)
     assert p.sites_changed == 0 and "does not divide" in p.details["skipped"][0]["reason"]
