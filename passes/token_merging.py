@@ -62,6 +62,8 @@ class TokenMerging(ir.passes.InPlacePass):
         protect = None
         state = _State(None, None, padding)
         tokens_per_layer, merged = [], []
+        if len(blocks) != sites:  # a site we cannot follow would see the wrong token count
+            blocks = []
         first = blocks[0] if blocks and blocks[0].index == 0 else None
         if self.embed_r and first is not None and first.skip.producer() is not None \
                 and not outputs_have_tokens(model, first.tokens):
