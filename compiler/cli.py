@@ -14,12 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
+from edgeattn.compiler.cli_report import out, print_bench, print_compile_summary, print_profile, print_tuning_log
 from edgeattn.compiler.errors import CompileError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="edgeattn: compile attention models into edge artifacts, run and profile them.")
-# Piped output (CI logs, `| tee`) gets a wide console so tables are not squeezed to 80 columns.
-out = Console() if sys.stdout.isatty() else Console(width=200)
 err = Console(stderr=True)
 _state = {"debug": False}
 
@@ -99,8 +98,8 @@ def compile_cmd(
         manifest = compile_model(model, target, output, pipeline=pipeline, force=force,
                                  target_options={"precision": precision, **tuning}, rewrites=rewrite, budget=budget,
                                  progress=lambda m: bar.update(task, description=f"compile {model}: {m}"))
-    _print_compile_summary(manifest, output)
-    _print_tuning_log(manifest.get("backend_options", {}).get("tuning", {}).get("run"))
+    print_compile_summary(manifest, output)
+    print_tuning_log(manifest.get("backend_options", {}).get("tuning", {}).get("run"))
 
 
 class _BarIfTotal(BarColumn):
@@ -161,104 +160,6 @@ def _tuning_display(bar: Progress):
     return show
 
 
-def _print_tuning(m: dict) -> None:
-    t = (m.get("backend_options") or {}).get("tuning")
-    if not t:
-        return
-    run, applied = t.get("run"), t.get("applied") or {}
-    if run:
-        line = (f"tuning ({run['target_key']}): {run['trials']} trials (budget {run['budget']}) for the "
-                f"{run['tasks_tuned']} of {run['tasks']} tasks without records, in {run['seconds']:.0f} s")
-        if run.get("failed_trials"):
-            line += f", [yellow]{run['failed_trials']} failed[/] ({escape(run.get('first_error', ''))})"
-        out.print(line)
-        if run.get("reason"):
-            out.print(f"  {escape(run['reason'])}")
-    if applied.get("records"):
-        out.print(f"tuned kernels: records for {applied['records']} of {applied['tasks']} tasks applied and shipped "
-                  f"(from {escape(applied['database'])})")
-    else:
-        out.print("tuned kernels: none (no record in the database for this model's tasks; plain loops)")
-
-
-def _print_tuning_log(run: Optional[dict]) -> None:
-    if run and run.get("log_dir"):
-        out.print(f"MetaSchedule log: {escape(run['log_dir'])}", highlight=False)
-
-
-def _print_compile_summary(m: dict, output: Path) -> None:
-    t = Table(title=f"{m['model']} → {m['target']}  ({output})", show_header=True)
-    t.add_column("pass")
-    t.add_column("sites changed", justify="right")
-    for p in m["passes"]:
-        t.add_row(p["name"], str(p["count"]))
-    out.print(t)
-    att, acc = m["attention"], m["accuracy"]
-    out.print(f"attention: {att['sites']} sites found, {att['canonicalized']} canonicalized"
-              + (f", {len(att['unmatched'])} unmatched" if att["unmatched"] else ""))
-    for u in att["unmatched"]:
-        out.print(f"  [yellow]unmatched[/] {escape(u['node'])}: {escape(u['reason'])}")
-    line = f"accuracy vs {acc['reference']}: max abs error {acc['max_abs_error']:.3g}, cosine {acc['cosine']:.6f}"
-    if "top1" in acc:
-        line += f", top-1 {acc['top1']:.4f} (reference {acc['reference_top1']:.4f})"
-    out.print(line)
-    _print_tuning(m)
-    if m.get("plan"):
-        _print_plan(m["plan"])
-    if m.get("precision_note"):
-        out.print(f"[yellow]note[/] {escape(m['precision_note'])}")
-
-
-def _print_plan(plan: dict) -> None:
-    t = Table(title=f"rewrite plan (budget {plan['budget']}): " + ("[green]accepted[/]" if plan["accepted"] else "[red]rejected[/]"))
-    for col in ("rewrite", "settings", "sites changed"):
-        t.add_column(col)
-    for r in plan["rewrites"]:
-        t.add_row(r["name"], escape(", ".join(f"{k}={v}" for k, v in r["settings"].items())) or "defaults", str(r["count"]))
-    out.print(t)
-    _print_layers(plan)
-    measured = plan.get("measured")
-    if measured:
-        out.print(f"plan measured: cosine {measured['cosine']:.6f}, max abs error {measured['max_abs_error']:.3g}"
-                  + (f", top-1 {measured['top1']:.4f} (reference {measured['reference_top1']:.4f})" if "top1" in measured else "")
-                  + (f", embedding cosine {measured['embedding_cosine']:.5f}, nearest-neighbour agreement "
-                     f"{measured['nn_agreement']:.3f}" if "nn_agreement" in measured else ""))
-    flops, lat, search = plan.get("gemm_flops"), plan.get("latency"), plan.get("search")
-    if flops and flops["plan"]:
-        out.print(f"GEMM FLOPs: {flops['exact'] / 1e9:.3g} → {flops['plan'] / 1e9:.3g} G ({flops['exact'] / flops['plan']:.2f}× fewer)")
-    if lat:
-        out.print(f"latency ({lat['measured_on']}): exact {lat['exact_ms']:.3g} ms → plan {lat['plan_ms']:.3g} ms ({lat['speedup']:.2f}×)")
-    if search:
-        out.print(f"auto search: {search.get('evaluations', 0)} measured candidates ({search.get('family', '')})")
-    if not plan["accepted"]:
-        out.print(f"[yellow]fallback[/] {escape(plan['reason'])}")
-
-
-def _print_layers(plan: dict) -> None:
-    """Per-layer table of token-reducing rewrites: tokens in/out and each layer's own error."""
-    rows: dict[int, dict] = {}
-    for r in plan["rewrites"]:
-        for item in r.get("details", {}).get("tokens_in", []):
-            rows.setdefault(item["layer"], {})["in"] = item["tokens"]
-        for item in r.get("details", {}).get("merged", []) + r.get("details", {}).get("pruned", []):
-            rows.setdefault(item["layer"], {}).update(change=f"{r['name']} → {item['tokens_after']}")
-    if not rows:
-        return
-    search = plan.get("search") or {}
-    errors = {i: e and next(iter(e.values())) for i, e in enumerate(search.get("layer_error") or [])}
-    if search.get("embed_error"):
-        errors["embed"] = next(iter(search["embed_error"].values()))
-    metric = plan["budget"].split(">")[0].split("<")[0]
-    t = Table(title="per layer")
-    for col in ("layer", "tokens in", "after the block", f"{metric}, this layer alone"):
-        t.add_column(col)
-    for layer in sorted(rows, key=lambda k: -1 if k == "embed" else k):
-        err = errors.get(layer)
-        t.add_row(str(layer), str(rows[layer].get("in", "")), rows[layer].get("change", "unchanged"),
-                  "" if err is None else f"{err:.4g}")
-    out.print(t)
-
-
 @app.command("tune")
 @_guard
 def tune_cmd(
@@ -316,7 +217,7 @@ def tune_cmd(
         out.print(f"  {escape(rep['reason'])}", highlight=False)
     out.print(f"this model's tasks with a record: {rep['records_found']} of {rep['tasks']}", highlight=False)
     out.print(f"database: {records} tuning records for {workloads} workloads in {escape(str(db_dir))}", highlight=False)
-    _print_tuning_log(rep)
+    print_tuning_log(rep)
     db_flag = f" --tuning-db {tuning_db}" if tuning_db else ""
     out.print(f"next: edgeattn compile {escape(model)} --target tvm{escape(db_flag)}", highlight=False)
 
@@ -333,7 +234,7 @@ def explain_cmd(artifact: Path = typer.Argument(..., help="Artifact directory.")
     from edgeattn.runtime.artifact import verify_artifact
 
     m = verify_artifact(artifact)
-    _print_compile_summary(m, artifact)
+    print_compile_summary(m, artifact)
     if not m.get("plan"):
         out.print("no rewrite plan: the exact graph (only exact passes ran)")
 
@@ -416,33 +317,6 @@ def profile_cmd(
         report_io.write_json(rep, json_path)
     if csv_path:
         report_io.write_csv(rep, csv_path)
-
-
-def print_profile(rep: dict, top: int = 12) -> None:
-    lat = rep["latency"]
-    t = Table(title=f"{rep['model']} on {rep['target']}: {rep['runs']} runs, {rep.get('threads')} threads")
-    for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "throughput /s", "peak RSS MB"):
-        t.add_column(col, justify="right")
-    t.add_row(f"{lat['p50_ms']:.2f}", f"{lat['p90_ms']:.2f}", f"{lat['p99_ms']:.2f}", f"{lat['mean_ms']:.2f}",
-              f"{rep['throughput_per_s']:.1f}", f"{rep['peak_rss_mb']:.0f}")
-    out.print(t)
-    if rep.get("ops"):
-        ops = Table(title="time per op type (profiled separately)")
-        for col in ("op", "calls", "total ms", "%"):
-            ops.add_column(col, justify="right" if col != "op" else "left")
-        for row in _by_op_type(rep["ops"])[:top]:
-            ops.add_row(row["op_type"], str(row["calls"]), f"{row['total_ms']:.2f}", f"{row['percent']:.1f}")
-        out.print(ops)
-
-
-def _by_op_type(rows: list[dict]) -> list[dict]:
-    agg: dict[str, dict] = {}
-    for r in rows:
-        a = agg.setdefault(r["op_type"], {"op_type": r["op_type"], "calls": 0, "total_ms": 0.0, "percent": 0.0})
-        a["calls"] += r.get("calls", 0)
-        a["total_ms"] += r.get("total_ms", 0.0)
-        a["percent"] += r.get("percent", 0.0)
-    return sorted(agg.values(), key=lambda a: -a["total_ms"])
 
 
 @app.command("inspect")
@@ -587,33 +461,6 @@ def bench_cmd(
                            say=lambda m: bar.update(task, description=f"bench {model}: {m}"))
     print_bench(result)
     out.print(f"wrote {output / 'bench.json'}, bench.csv, bench.html")
-
-
-def print_bench(result: dict) -> None:
-    peaks = ", ".join(f"{k} {v:.0f}" for k, v in result["gemm_peak_gflops"].items())
-    t = Table(title=f"{result['model']}: {result['gflop']:.2f} GFLOP, batch 1, {result['threads']} threads "
-                    f"(GEMM peak GFLOP/s: {peaks})")
-    planned = any(r.get("plan") for r in result["rows"])
-    cols = ("candidate", "prec", "best ms", "p50 ms", "p90 ms", "/s", "× torch", "× ORT plain", "GFLOP/s", "% peak",
-            "max|err|", "cosine") + (("× exact", "top-1") if planned else ())
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("candidate", "prec") else "right")
-
-    def f(v, fmt):
-        return "–" if v is None else format(v, fmt)
-
-    for r in result["rows"]:
-        t.add_row(r["candidate"], r["precision"], f(r["best_ms"], ".2f"), f(r["p50_ms"], ".2f"), f(r["p90_ms"], ".2f"),
-                  f(r["throughput_per_s"], ".1f"), f(r["speedup_vs_torch"], ".2f"), f(r["speedup_vs_ort_plain"], ".2f"),
-                  f(r["gflops_per_s"], ".0f"), f(r["fraction_of_peak"] and 100 * r["fraction_of_peak"], ".0f"),
-                  f(r["max_abs_error"], ".1e"), f(r["cosine"], ".6f"),
-                  *((f(r.get("speedup_vs_exact"), ".2f"), f(r.get("top1"), ".4f")) if planned else ()))
-    out.print(t)
-    for r in result["rows"]:
-        if r.get("plan"):
-            out.print(f"{escape(r['candidate'])}: {escape(r['plan'])}")
-    for n in result["notes"]:
-        out.print(f"[yellow]note[/] {escape(n)}")
 
 
 def main() -> None:

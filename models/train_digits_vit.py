@@ -79,6 +79,28 @@ def _optimizer(model, lr: float, weight_decay: float, total: int, warmup: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
 
 
+def _train_epoch(model, opt, sched, loss_fn, batches, max_shift: int, gen, background: float, on_step=None) -> float:
+    """One pass over `batches` of (images, labels) with shift augmentation; mean training loss."""
+    import torch
+
+    model.train()
+    total_loss, seen = 0.0, 0
+    for step, (xb, yb) in enumerate(batches, 1):
+        if max_shift:
+            xb = _shift_batch(xb, max_shift, gen, background)
+        loss = loss_fn(model(pixel_values=xb).logits, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        total_loss += float(loss.detach()) * len(yb)
+        seen += len(yb)
+        if on_step:
+            on_step(step, total_loss / seen)
+    return total_loss / seen
+
+
 def train(epochs: int, out: Path, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.05,
           warmup_epochs: int = 3, max_shift: int = 2, label_smoothing: float = 0.1) -> float:
     import torch
@@ -103,26 +125,12 @@ def train(epochs: int, out: Path, batch_size: int = 64, lr: float = 1e-3, weight
     t0 = time.time()
     acc = 0.0
     for epoch in range(1, epochs + 1):
-        model.train()
         perm = torch.randperm(len(xt), generator=gen)
-        total_loss, seen = 0.0, 0
-        for start in range(0, len(xt), batch_size):
-            idx = perm[start:start + batch_size]
-            xb, yb = xt[idx], yt[idx]
-            if max_shift:
-                xb = _shift_batch(xb, max_shift, gen, background)
-            logits = model(pixel_values=xb).logits
-            loss = loss_fn(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total_loss += float(loss.detach()) * len(idx)
-            seen += len(idx)
+        batches = ((xt[idx], yt[idx]) for idx in perm.split(batch_size))
+        train_loss = _train_epoch(model, opt, sched, loss_fn, batches, max_shift, gen, background)
         model.eval()
         acc = digits.evaluate_top1(predict)
-        print(f"epoch {epoch:3d}/{epochs}  train_loss {total_loss / seen:.4f}  test_acc {acc:.4f}  "
+        print(f"epoch {epoch:3d}/{epochs}  train_loss {train_loss:.4f}  test_acc {acc:.4f}  "
               f"lr {sched.get_last_lr()[0]:.2e}  {time.time() - t0:6.1f}s", flush=True)
 
     model.eval()
@@ -222,30 +230,19 @@ def train_hr(epochs: int, out: Path, base_weights: Path, batch_size: int = 32, l
 
     acc = zero_shot
     for epoch in range(1, epochs + 1):
-        model.train()
         perm = torch.randperm(len(yt), generator=gen)
-        total_loss, seen = 0.0, 0
-        for step, start in enumerate(range(0, len(yt), batch_size), 1):
-            idx = perm[start:start + batch_size]
-            xb = torch.from_numpy(digits.preprocess_variant(images_train[idx.numpy()], "hr"))
-            yb = yt[idx]
-            if max_shift:
-                xb = _shift_batch(xb, max_shift, gen, background)
-            logits = model(pixel_values=xb).logits
-            loss = loss_fn(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total_loss += float(loss.detach()) * len(idx)
-            seen += len(idx)
+        batches = ((torch.from_numpy(digits.preprocess_variant(images_train[idx.numpy()], "hr")), yt[idx])
+                   for idx in perm.split(batch_size))
+
+        def progress(step: int, loss: float, epoch: int = epoch) -> None:
             if step % 10 == 0:
-                print(f"  epoch {epoch} step {step}/{steps_per_epoch}  train_loss {total_loss / seen:.4f}  "
+                print(f"  epoch {epoch} step {step}/{steps_per_epoch}  train_loss {loss:.4f}  "
                       f"{time.time() - t0:6.1f}s", flush=True)
+
+        train_loss = _train_epoch(model, opt, sched, loss_fn, batches, max_shift, gen, background, progress)
         model.eval()
         acc = digits.evaluate_top1(predict, variant="hr")
-        print(f"epoch {epoch:3d}/{epochs}  train_loss {total_loss / seen:.4f}  test_acc {acc:.4f}  "
+        print(f"epoch {epoch:3d}/{epochs}  train_loss {train_loss:.4f}  test_acc {acc:.4f}  "
               f"lr {sched.get_last_lr()[0]:.2e}  {time.time() - t0:6.1f}s", flush=True)
 
     model.eval()

@@ -142,6 +142,10 @@ class Emitter:
     def op_multi(self, op_type: str, *inputs, num_outputs: int, **attrs) -> list[ir.Value]:
         return list(self.tape.op_multi_out(op_type, list(inputs), attrs or None, num_outputs=num_outputs))
 
+    def take_rows(self, data: ir.Value, idx: ir.Value) -> ir.Value:
+        """Rows `idx` (B, k) of `data` (B, m, c) per batch entry → (B, k, c)."""
+        return self.op("GatherND", data, self.op("Unsqueeze", idx, self.ints(-1)), batch_dims=1)
+
     def slice(self, x: ir.Value, start: int, end: int, axis: int, step: int = 1) -> ir.Value:
         return self.op("Slice", x, self.ints(start), self.ints(end), self.ints(axis), self.ints(step))
 

@@ -81,16 +81,12 @@ def _prune(model: ir.Model, block: Block, n: int, p: int, keep: int, fuse: bool)
     _, order = e.op_multi("TopK", patch_attn, e.ints(n - p), num_outputs=2, axis=-1, largest=1, sorted=1)
     body = e.slice(x, p, n, 1)
 
-    def rows(idx: ir.Value) -> ir.Value:
-        shape = e.op("Concat", e.op("Shape", idx), e.ints(c), axis=0)
-        return e.op("Expand", e.op("Unsqueeze", idx, e.ints(-1)), shape)
-
-    kept = e.op("GatherElements", body, rows(e.slice(order, 0, keep, 1)), axis=1)
+    kept = e.take_rows(body, e.slice(order, 0, keep, 1))
     parts = ([e.slice(x, 0, p, 1)] if p else []) + [kept]
     if fuse:
         drop = e.slice(order, keep, n - p, 1)
         w = e.op("GatherElements", patch_attn, drop, axis=1)  # (B, dropped)
-        dropped = e.op("GatherElements", body, rows(drop), axis=1)
+        dropped = e.take_rows(body, drop)
         total = e.op("MatMul", e.op("Unsqueeze", w, e.ints(1)), dropped)  # (B, 1, c)
         weight = e.op("Unsqueeze", e.op("ReduceSum", w, e.ints(-1), keepdims=1), e.ints(-1))  # (B, 1, 1)
         parts.append(e.op("Div", total, weight))

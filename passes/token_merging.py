@@ -8,7 +8,7 @@ distillation) are protected. Each token carries its size s (how many input patch
 stands for); with `prop_attn` the later attention adds log(s) to its scores, so a merged token
 weighs as much as the tokens it replaced. Merging exact duplicates is then exact.
 
-Written in standard ONNX ops (Slice, MatMul, TopK, ArgMax, GatherElements, ScatterElements with
+Written in standard ONNX ops (Slice, MatMul, TopK, ArgMax, GatherND, ScatterElements with
 reduction=add), so every backend runs it; r is static per layer, so every shape stays static.
 The pass first folds the head split into the 3-D Attention form (exact), where no Reshape
 carries the token count.
@@ -212,15 +212,12 @@ def _merge(model: ir.Model, block: Block, n: int, r: int, p: int, state: _State,
     unm_idx = e.slice(order, r, na, 1) if r < na else None
     dst_idx = e.op("GatherElements", best_b, src_idx, axis=1)
 
-    def take(data: ir.Value, idx: ir.Value) -> ir.Value:  # rows idx (B, k) of data (B, m, c+1)
-        return e.op("GatherND", data, e.op("Unsqueeze", idx, e.ints(-1)), batch_dims=1)
-
-    src = take(xa, src_idx)
+    src = e.take_rows(xa, src_idx)
     # ScatterElements wants the index as wide as the rows: Expand broadcasts (B, r, 1) → (B, r, c+1).
     dst_rows = e.op("Expand", e.op("Unsqueeze", dst_idx, e.ints(-1)), e.ints(1, 1, c + 1))
     dst = e.op("ScatterElements", xb, dst_rows, src, axis=1, reduction="add")
     # No zero-sized tensors: some backends (TVM's gather) reject them.
-    unm = [take(xa, unm_idx)] if r < na else []
+    unm = [e.take_rows(xa, unm_idx)] if r < na else []
     head = [e.slice(aug, 0, p, 1)] if p else []
     out = e.op("Concat", *head, *unm, dst, axis=1)  # (B, n − r, c+1)
     sizes = e.slice(out, c, c + 1, 2)
