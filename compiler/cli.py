@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
-from edgeattn.compiler.cli_report import out, print_bench, print_compile_summary, print_profile, print_tuning_log
+from edgeattn.compiler.cli_report import (out, print_bench, print_compile_summary, print_profile, print_quant_layers,
+                                          print_tuning_log)
 from edgeattn.compiler.errors import CompileError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -65,9 +66,12 @@ def compile_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact directory (default: artifacts/MODEL-TARGET)."),
     pipeline: str = typer.Option("default", "--pipeline", "-p", help="Pass pipeline (see `edgeattn pipelines`)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing artifact directory."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 where the target supports it (see `edgeattn targets`)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32; bf16 or int8 where the target supports it (see `edgeattn targets`)."),
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Approximate rewrite NAME:key=val,... (repeatable; see `edgeattn pipelines`)."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite, one or more comma-separated: cosine>=0.99 (default), top1-drop<=0.5, max-abs<=1e-3, embedding-cosine>=0.99, nn-agree>=0.98."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite and --precision int8, one or more comma-separated: cosine>=0.99 (default), top1-drop<=0.5, max-abs<=1e-3, embedding-cosine>=0.99, nn-agree>=0.98."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="int8: calibration inputs, an .npz with one array per model input (first axis = samples); default: the model's own calibration set."),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges by minmax, percentile (99.999) or entropy."),
+    smooth: float = typer.Option(0.5, "--smooth", help="int8: SmoothQuant migration strength alpha (0 = off)."),
     tune_trials: Optional[int] = typer.Option(None, "--tune-trials", help="tvm: MetaSchedule trial budget for kernels not yet in the tuning database (0 = only apply records already there)."),
     tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="tvm: tuning database root (see `edgeattn tune --help` for the default)."),
 ):
@@ -86,8 +90,15 @@ def compile_cmd(
         edgeattn compile gpt2-small --rewrite sink-window:sink=4,window=64 --budget cosine>=0.99 -o out/gpt2
 
         edgeattn compile digits-vit --target tvm --tune-trials 64 -o out/digits-tvm
+
+        edgeattn compile digits-vit --precision int8 --budget top1-drop<=0.5 -o out/digits-int8
     """
     from edgeattn.compiler.compile import compile_model
+    from edgeattn.compiler.calib import load_calibration
+
+    quant = {"method": calib_method, "smooth": smooth}
+    if calib is not None:
+        quant["calibration"] = load_calibration(calib)
 
     tuning = _tuning_options(target, tune_trials, tuning_db)
     output = output or Path("artifacts") / f"{model.replace('@', '_').replace('/', '_').rstrip('_')}-{target}"
@@ -97,7 +108,7 @@ def compile_cmd(
             tuning["tuning_progress"] = _tuning_display(bar)
         manifest = compile_model(model, target, output, pipeline=pipeline, force=force,
                                  target_options={"precision": precision, **tuning}, rewrites=rewrite, budget=budget,
-                                 progress=lambda m: bar.update(task, description=f"compile {model}: {m}"))
+                                 quant=quant, progress=lambda m: bar.update(task, description=f"compile {model}: {m}"))
     print_compile_summary(manifest, output)
     print_tuning_log(manifest.get("backend_options", {}).get("tuning", {}).get("run"))
 
@@ -224,19 +235,27 @@ def tune_cmd(
 
 @app.command("explain")
 @_guard
-def explain_cmd(artifact: Path = typer.Argument(..., help="Artifact directory.")):
+def explain_cmd(artifact: Path = typer.Argument(..., help="Artifact directory."),
+                layers: bool = typer.Option(False, "--layers", help="int8: each MatMul's output error (SNR, cosine) against the float model."),
+                csv: Optional[Path] = typer.Option(None, "--csv", help="With --layers: also write the table to this CSV file.")):
     """Show an artifact's passes, rewrite plan (with its measured accuracy) and final accuracy.
 
-    Example:
+    Examples:
 
         edgeattn explain out/gpt2
+
+        edgeattn explain out/digits-int8 --layers --csv digits-int8-layers.csv
     """
     from edgeattn.runtime.artifact import verify_artifact
 
     m = verify_artifact(artifact)
     print_compile_summary(m, artifact)
-    if not m.get("plan"):
+    if not m.get("plan") and not m.get("quantization"):
         out.print("no rewrite plan: the exact graph (only exact passes ran)")
+    if layers:
+        if not (m.get("quantization") or {}).get("layers"):
+            raise CompileError(f"{artifact} has no int8 layer report", "compile with --precision int8 first")
+        print_quant_layers(m["quantization"], csv)
 
 
 def _parse_inputs(items: List[str]) -> dict:

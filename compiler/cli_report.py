@@ -59,6 +59,8 @@ def print_compile_summary(m: dict, output: Path) -> None:
     _print_tuning(m)
     if m.get("plan"):
         _print_plan(m["plan"])
+    if m.get("quantization"):
+        _print_quantization(m["quantization"])
     if m.get("precision_note"):
         out.print(f"[yellow]note[/] {escape(m['precision_note'])}")
 
@@ -73,10 +75,7 @@ def _print_plan(plan: dict) -> None:
     _print_layers(plan)
     measured = plan.get("measured")
     if measured:
-        out.print(f"plan measured: cosine {measured['cosine']:.6f}, max abs error {measured['max_abs_error']:.3g}"
-                  + (f", top-1 {measured['top1']:.4f} (reference {measured['reference_top1']:.4f})" if "top1" in measured else "")
-                  + (f", embedding cosine {measured['embedding_cosine']:.5f}, nearest-neighbour agreement "
-                     f"{measured['nn_agreement']:.3f}" if "nn_agreement" in measured else ""))
+        out.print(f"plan measured: {escape(describe_measured(measured))}")
     flops, lat, search = plan.get("gemm_flops"), plan.get("latency"), plan.get("search")
     if flops and flops["plan"]:
         out.print(f"GEMM FLOPs: {flops['exact'] / 1e9:.3g} → {flops['plan'] / 1e9:.3g} G ({flops['exact'] / flops['plan']:.2f}× fewer)")
@@ -86,6 +85,56 @@ def _print_plan(plan: dict) -> None:
         out.print(f"auto search: {search.get('evaluations', 0)} measured candidates ({search.get('family', '')})")
     if not plan["accepted"]:
         out.print(f"[yellow]fallback[/] {escape(plan['reason'])}")
+
+
+def _print_quantization(q: dict) -> None:
+    state = "[green]accepted[/]" if q["accepted"] else "[red]rejected[/]"
+    out.print(f"int8 (budget {escape(q['budget'])}): {state}; calibration {q['method']} on "
+              f"{escape(q.get('calibration_source', ''))}")
+    sq = q.get("smooth_quant")
+    if sq:
+        out.print(f"  SmoothQuant alpha {sq['alpha']:g}: {sq['layernorm']} LayerNorm and {sq['value_output']} V→O sites "
+                  f"(checked exact: relative error {sq['relative_error']:.1e})")
+    if q.get("rule", {}).get("note"):
+        out.print(f"  {escape(q['rule']['note'])}")
+    if "matmuls" in q:
+        out.print(f"  {q['quantized']} of {q['matmuls']} MatMuls in int8"
+                  + (f"; back in float: {escape(', '.join(q['kept_float']))}" if q["kept_float"] else ""))
+    if q.get("measured"):
+        out.print(f"  measured: {escape(describe_measured(q['measured']))}")
+    if not q["accepted"]:
+        out.print(f"[yellow]fallback[/] {escape(q['reason'])}")
+
+
+def describe_measured(m: dict) -> str:
+    parts = [f"cosine {m['cosine']:.6f}", f"max abs error {m['max_abs_error']:.3g}"]
+    if "top1" in m:
+        parts.append(f"top-1 {m['top1']:.4f} (reference {m['reference_top1']:.4f})")
+    if "nn_agreement" in m:
+        parts.append(f"embedding cosine {m['embedding_cosine']:.5f}, nearest-neighbour agreement {m['nn_agreement']:.3f}")
+    return ", ".join(parts)
+
+
+def print_quant_layers(q: dict, csv_path: Optional[Path] = None) -> None:
+    """Each quantizable MatMul: int8 or float, its own error (quantized alone), and the error of
+    its output in the quantized model (accumulated through the layers before it)."""
+    t = Table(title="int8 per layer (against the float model, one calibration input)")
+    cols = ("layer", "precision", "SNR dB, alone", "SNR dB, in model", "cosine, in model")
+    for col in cols:
+        t.add_column(col, justify="left" if col == "layer" else "right")
+    for r in q["layers"]:
+        t.add_row(escape(r["layer"]), "int8" if r["int8"] else "float", f"{r['local_snr_db']:.1f}",
+                  f"{r['snr_db']:.1f}", f"{r['cosine']:.6f}")
+    out.print(t)
+    if csv_path is not None:
+        import csv
+
+        with open(csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["layer", "node", "precision", "local_snr_db", "snr_db", "cosine"])
+            for r in q["layers"]:
+                w.writerow([r["layer"], r["node"], "int8" if r["int8"] else "float", r["local_snr_db"], r["snr_db"], r["cosine"]])
+        out.print(f"wrote {escape(str(csv_path))}")
 
 
 def _print_layers(plan: dict) -> None:

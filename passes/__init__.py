@@ -23,6 +23,7 @@ PASSES: dict[str, str] = {
     "head-prune": "edgeattn.passes.head_pruning:HeadPruning",
     "window": "edgeattn.passes.window_attention:WindowAttention",
     "hilo": "edgeattn.passes.hilo_attention:HiLoAttention",
+    "smooth-quant": "edgeattn.passes.smooth_quant:SmoothQuant",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -38,6 +39,7 @@ DESCRIPTIONS: dict[str, str] = {
     "head-prune": "FLAP head pruning with bias compensation on calibration data (approximate; settings ratio, layers)",
     "window": "blocked w×w window attention on the patch grid, prefix tokens global (approximate; settings window, layers)",
     "hilo": "HiLo: some heads windowed, the others read average-pooled K/V (approximate; settings window, pool, alpha, layers)",
+    "smooth-quant": "SmoothQuant: activation outliers migrated into the next weights before int8, exact (settings alpha, vo)",
 }
 
 # Passes that change the model's numbers: only run under a measured accuracy budget.

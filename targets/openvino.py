@@ -18,7 +18,7 @@ NAME = "openvino"
 DESCRIPTION = "OpenVINO, CPU plugin (in-process), OpenVINO IR payload"
 RUNTIME_BACKEND = "openvino"
 MODEL, WEIGHTS = "model.xml", "model.bin"
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 HINTS = ("LATENCY", "THROUGHPUT")
 # Expand ONNX Attention into MatMul/Softmax/MatMul before conversion (see the module doc).
 DECOMPOSE_ATTENTION = False
@@ -79,6 +79,13 @@ def _options(options: dict) -> dict:
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ValueError(f"openvino num_threads {threads!r} is not a positive integer — pass e.g. num_threads=4 or leave it out")
     return {"precision": precision, "performance_hint": hint, "num_threads": threads}
+
+
+def qdq_rule():
+    """OpenVINO reads Q/DQ pairs as FakeQuantize and picks its own int8 kernels: full 8-bit grid."""
+    from edgeattn.passes.quantize_qdq import QDQRule
+
+    return QDQRule()
 
 
 def build(model: ir.Model, workdir: Path, options: dict) -> dict:

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..errors import ArtifactError, BackendUnavailable
 from ..oprows import finish_rows
 
-_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+# int8 comes from the FakeQuantize ops of a Q/DQ graph; the rest of the graph runs in f32.
+_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 _HINTS = ("LATENCY", "THROUGHPUT")
 
 

@@ -7,7 +7,8 @@ import onnx_ir as ir
 import pytest
 
 from edgeattn.passes._tokens import find_blocks
-from edgeattn.passes.head_pruning import HeadPruning, _channel_stats
+from edgeattn.passes._linear import channel_stats
+from edgeattn.passes.head_pruning import HeadPruning
 
 from .conftest import ort_run
 
@@ -44,7 +45,7 @@ def test_pruned_heads_equal_their_calibration_mean(folded_deit_proto):
     # the reference: the original graph with those channels overwritten by their means
     ref = ir.from_proto(folded_deit_proto)
     blocks = find_blocks(ref)[0]
-    stats = _channel_stats(ref, [b.attention.outputs[0] for b in blocks], CALIB)
+    stats = channel_stats(ref, [b.attention.outputs[0] for b in blocks], CALIB)
     for item in p.details["pruned"]:
         block = blocks[item["layer"]]
         y = block.attention.outputs[0]

@@ -1,0 +1,139 @@
+"""`--precision int8`: SmoothQuant → calibration → the target's Q/DQ placement → measured budget,
+with the most sensitive MatMuls returned to float one by one until the budget holds.
+
+Also the per-layer error report (each quantizable MatMul's output SNR and cosine, quantized
+model against float model, on one calibration input), the table users otherwise build by hand.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Callable
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeattn import passes
+from edgeattn.compiler import plan
+from edgeattn.compiler.errors import CompileError
+from edgeattn.passes._calibrate import METHODS, activation_ranges
+from edgeattn.passes._linear import const, reduce_values
+from edgeattn.passes.quantize_qdq import (QDQRule, QuantizeMatMuls, activation_params, fake_quant_activation,
+                                          quantizable, quantize_weight)
+
+MAX_FALLBACK_STEPS = 24
+SMOOTH_TOLERANCE = 1e-4  # relative max error allowed for the (exact) scale migration
+
+
+def layer_name(node: ir.Node) -> str:
+    """The module path the exporter recorded (e.g. encoder.layer.3.attention.self.query)."""
+    scopes = node.metadata_props.get("pkg.torch.onnx.name_scopes")
+    if scopes:
+        try:
+            names = ast.literal_eval(scopes)
+            if len(names) >= 2:
+                return names[-2].removeprefix("inner.")
+        except (ValueError, SyntaxError):
+            pass
+    return node.name
+
+
+def _snr_db(ref: np.ndarray, got: np.ndarray) -> float:
+    noise = float(np.sum((ref.astype(np.float64) - got) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref.astype(np.float64) ** 2)) / noise)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+
+
+def local_sensitivity(model: ir.Model, nodes: list[ir.Node], ranges: dict, rule: QDQRule, feed: dict) -> dict[str, float]:
+    """SNR (dB) of each MatMul quantized alone, on its float input: low = sensitive."""
+    xs = reduce_values(model, [n.inputs[0] for n in nodes], [feed], lambda x: x.astype(np.float32))
+    out = {}
+    for n, (x,) in zip(nodes, xs):
+        w = const(n.inputs[1])
+        scale, zp = activation_params(*ranges[n.inputs[0].name], levels=rule.act_levels)
+        wq, ws = quantize_weight(w, rule.weight_max)
+        out[n.name] = _snr_db(x @ w, fake_quant_activation(x, scale, zp) @ (wq.astype(np.float32) * ws))
+    return out
+
+
+def layer_report(exact: ir.Model, quantized: ir.Model, names: list[str], feed: dict) -> list[dict]:
+    """Per MatMul output: SNR and cosine of the quantized model against the float model."""
+    def outputs(model):
+        by_name = {n.name: n for n in model.graph.all_nodes()}
+        return reduce_values(model, [by_name[k].outputs[0] for k in names], [feed], lambda x: x)
+
+    rows = []
+    for name, (ref,), (got,) in zip(names, outputs(exact), outputs(quantized)):
+        rows.append({"node": name, "snr_db": round(float(_snr_db(ref, got)), 2), "cosine": round(_cosine(ref, got), 6)})
+    return rows
+
+
+def _smooth(candidate: ir.Model, alpha: float, calib: list[dict], say) -> dict:
+    """SmoothQuant on the float candidate, checked to be exact before anything is quantized."""
+    from edgeattn.compiler import accuracy
+
+    feed = calib[0]
+    before = accuracy.onnx_reference_runner(ir.to_proto(candidate).SerializeToString())(feed)
+    say(f"int8: SmoothQuant (alpha {alpha:g})")
+    p = passes.create("smooth-quant", alpha=alpha, calibration=calib)
+    p(candidate)
+    after = accuracy.onnx_reference_runner(ir.to_proto(candidate).SerializeToString())(feed)
+    err = max(float(np.abs(a - b).max() / (np.abs(a).max() + 1e-12)) for a, b in zip(before, after))
+    if err > SMOOTH_TOLERANCE:
+        raise CompileError(f"SmoothQuant changed the float model's output (relative error {err:.2e})",
+                           "report this model; compile with smooth=0 meanwhile (--quant smooth=0)")
+    return {**p.details, "sites": p.sites_changed, "relative_error": err}
+
+
+def quantize(exact: ir.Model, rule: QDQRule, budget: plan.Budget, measure: Callable[[ir.Model], dict],
+             calibration: list[dict], say: Callable[[str], None], *, method: str = "minmax",
+             smooth: float = 0.5) -> tuple[ir.Model, dict]:
+    """Returns (the model to ship, the manifest's `quantization` record)."""
+    if method not in METHODS:
+        raise CompileError(f"unknown calibration method '{method}'", f"use one of: {', '.join(METHODS)}")
+    if not calibration:
+        raise CompileError("the calibration set is empty", "give at least one input with --calib")
+    base = ir.from_proto(ir.to_proto(exact))
+    record: dict = {"method": method, "calibration_batches": len(calibration), "budget": str(budget),
+                    "rule": {"act_levels": rule.act_levels, "weight_max": rule.weight_max, "note": rule.note}}
+    if smooth > 0:
+        record["smooth_quant"] = _smooth(base, smooth, calibration, say)
+    nodes = quantizable(base, rule)
+    if not nodes:
+        return exact, {**record, "accepted": False, "reason": "no MatMul with constant weights to quantize"}
+    say(f"int8: calibrate {len(nodes)} MatMul inputs ({method}, {len(calibration)} inputs)")
+    ranges = activation_ranges(base, [n.inputs[0].name for n in nodes], calibration, method)
+    snr = local_sensitivity(base, nodes, ranges, rule, calibration[0])
+    order = sorted(snr, key=snr.get)  # most sensitive first
+    base_proto = ir.to_proto(base)
+    steps, kept = [], []
+    for step in range(min(len(order), MAX_FALLBACK_STEPS) + 1):
+        cand = ir.from_proto(base_proto)
+        QuantizeMatMuls(ranges, rule, exclude=set(kept))(cand)
+        say(f"int8: measure ({len(nodes) - len(kept)}/{len(nodes)} MatMuls in int8)")
+        acc = measure(cand)
+        values = budget.measure(acc)
+        steps.append({"kept_float": len(kept), **values})
+        if budget.met(values):
+            break
+        if step < len(order):
+            kept.append(order[step])
+    accepted = budget.met(values)
+    names = {n.name: layer_name(n) for n in nodes}
+    record.update({"accepted": accepted, "measured": {**values, **acc}, "steps": steps,
+                   "quantized": len(nodes) - len(kept), "matmuls": len(nodes),
+                   "kept_float": [names[k] for k in kept]})
+    if not accepted:
+        record["reason"] = (f"budget {budget} missed with {len(kept)} MatMuls back in float: measured "
+                            f"{plan.describe(values)}; shipped the float graph")
+        return exact, record
+    report = layer_report(base, cand, [n.name for n in nodes], calibration[0])
+    for row in report:
+        row.update({"layer": names[row["node"]], "int8": row["node"] not in kept,
+                    "local_snr_db": round(float(snr[row["node"]]), 2)})
+    record["layers"] = report
+    return cand, record

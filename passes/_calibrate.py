@@ -1,0 +1,47 @@
+"""Activation ranges on calibration data, through ONNX Runtime's calibrators (min-max,
+percentile, entropy: the same statistics its own quantizer uses)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+METHODS = ("minmax", "percentile", "entropy")
+
+
+def activation_ranges(model: ir.Model, names: list[str], feeds: list[dict], method: str = "minmax",
+                      op_types: tuple[str, ...] = ("MatMul",)) -> dict[str, tuple[float, float]]:
+    """(low, high) of each named tensor (inputs/outputs of `op_types` nodes) over `feeds`."""
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method '{method}' — use one of {', '.join(METHODS)}")
+    if not feeds:
+        raise ValueError("the calibration set is empty — give at least one input")
+    kind = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy}[method]
+    extra = {"percentile": 99.999} if method == "percentile" else {}
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    with tempfile.TemporaryDirectory(prefix="edgeattn-calib-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        ir.save(model, path)
+        cal = create_calibrator(path, list(op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                calibrate_method=kind, extra_options=extra)
+        cal.collect_data(_Reader())
+        data = cal.compute_data()
+    out = {}
+    for name in names:
+        if name in data:
+            low, high = data[name].range_value
+            out[name] = (float(np.min(low)), float(np.max(high)))
+    return out

@@ -1,0 +1,134 @@
+"""INT8 Q/DQ placement: one generator, with per-backend placement rules given as data.
+
+Every MatMul with a constant 2-D weight (the Q/K/V/output projections and the MLP) gets
+  activation: QuantizeLinear → DequantizeLinear, per tensor, asymmetric uint8 with the range
+              measured on calibration data (one pair per tensor, shared by its consumers);
+  weight:     stored as int8, symmetric, one scale per output channel, → DequantizeLinear(axis=1).
+Softmax, LayerNorm, GELU, the residual adds and the attention itself stay in float (the
+quantization-sensitive parts of a transformer); the backend fuses DQ → MatMul into its integer
+GEMM. `act_levels` < 256 narrows the activation grid (127 on x86 without VNNI, where the u8×s8
+instruction saturates int16 pairs at full range); `exclude` names MatMuls kept in float (the
+accuracy fallback). Exact in the sense that matters for tests: equal to float MatMul on fake-
+quantized inputs and weights (see quantize_activation / quantize_weight).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeattn.passes._linear import const
+
+
+@dataclass(frozen=True)
+class QDQRule:
+    """How one backend wants its Q/DQ: which ops, and the activation grid."""
+
+    op_types: tuple[str, ...] = ("MatMul",)
+    act_levels: int = 256  # uint8 levels used by activations (≤ 256)
+    weight_max: int = 127  # largest |int8| weight (63 = 7-bit weights)
+    note: str = ""
+
+
+def quantizable(model: ir.Model, rule: QDQRule = QDQRule()) -> list[ir.Node]:
+    """MatMuls (in graph order) with a non-constant input and a constant 2-D weight."""
+    out = []
+    for n in model.graph.all_nodes():
+        if n.op_type not in rule.op_types or len(n.inputs) != 2 or n.inputs[0] is None:
+            continue
+        w = const(n.inputs[1])
+        if const(n.inputs[0]) is None and w is not None and w.ndim == 2 and w.dtype == np.float32:
+            out.append(n)
+    return out
+
+
+def activation_params(low: float, high: float, levels: int = 256) -> tuple[np.float32, np.uint8]:
+    """Asymmetric uint8 scale and zero point for [low, high] (the range always contains 0)."""
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    scale = (high - low) / (levels - 1) if high > low else 1.0
+    zp = int(np.clip(np.round(-low / scale), 0, levels - 1))
+    return np.float32(scale), np.uint8(zp)
+
+
+def quantize_weight(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel (columns of a MatMul's [K, N] weight)."""
+    scale = np.abs(w).max(0) / float(qmax)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    return np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8), scale
+
+
+def fake_quant_activation(x: np.ndarray, scale: np.float32, zp: np.uint8) -> np.ndarray:
+    return ((np.clip(np.round(x / scale) + int(zp), 0, 255) - int(zp)) * scale).astype(np.float32)
+
+
+@dataclass
+class _Emitter:
+    model: ir.Model
+    made: list[ir.Node] = field(default_factory=list)
+
+    def init(self, name: str, array: np.ndarray) -> ir.Value:
+        v = ir.Value(name=name, const_value=ir.tensor(np.asarray(array)))
+        self.model.graph.register_initializer(v)
+        return v
+
+    def node(self, op: str, inputs: list, name: str, **attrs) -> ir.Value:
+        n = ir.node(op, inputs, attributes=attrs, name=name, num_outputs=1)
+        n.outputs[0].name = f"{name}_out"
+        self.made.append(n)
+        return n.outputs[0]
+
+
+class QuantizeMatMuls(ir.passes.InPlacePass):
+    """Settings: ranges ({tensor name: (low, high)}, from calibration), rule (QDQRule),
+    exclude (MatMul node names kept in float)."""
+
+    def __init__(self, ranges: dict[str, tuple[float, float]], rule: QDQRule = QDQRule(),
+                 exclude: set[str] | frozenset = frozenset()) -> None:
+        super().__init__()
+        self.ranges, self.rule, self.exclude = ranges, rule, set(exclude)
+        self.sites_changed, self.details = 0, {}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        em = _Emitter(model)
+        shared: dict[str, ir.Value] = {}
+        done, missing = [], []
+        for mm in quantizable(model, self.rule):
+            if mm.name in self.exclude:
+                continue
+            x = mm.inputs[0]
+            if x.name not in self.ranges:
+                missing.append(mm.name)
+                continue
+            if x.name not in shared:
+                scale, zp = activation_params(*self.ranges[x.name], levels=self.rule.act_levels)
+                s, z = em.init(f"{x.name}_qscale", scale), em.init(f"{x.name}_qzero", zp)
+                q = em.node("QuantizeLinear", [x, s, z], f"{x.name}_Q")
+                shared[x.name] = em.node("DequantizeLinear", [q, s, z], f"{x.name}_DQ")
+                producer = x.producer()
+                anchor = producer if producer is not None else None
+                self._insert(model, em, anchor)
+            wq, ws = quantize_weight(const(mm.inputs[1]), self.rule.weight_max)
+            wname = f"{mm.name}_w"
+            dq_w = em.node("DequantizeLinear", [em.init(f"{wname}_int8", wq), em.init(f"{wname}_scale", ws),
+                                                em.init(f"{wname}_zero", np.zeros_like(ws, dtype=np.int8))],
+                           f"{wname}_DQ", axis=1)
+            model.graph.insert_before(mm, em.made)
+            em.made.clear()
+            mm.replace_input_with(0, shared[x.name])
+            mm.replace_input_with(1, dq_w)
+            done.append(mm.name)
+        self.sites_changed = len(done)
+        self.details = {"quantized": len(done), "kept_float": sorted(self.exclude), "no_range": missing,
+                        "act_levels": self.rule.act_levels, "weight_max": self.rule.weight_max}
+        return ir.passes.PassResult(model, modified=bool(done))
+
+    @staticmethod
+    def _insert(model: ir.Model, em: _Emitter, anchor: ir.Node | None) -> None:
+        """The activation's Q/DQ go right after its producer (or first, for a graph input)."""
+        if anchor is None:
+            model.graph.insert_before(next(iter(model.graph)), em.made)
+        else:
+            model.graph.insert_after(anchor, em.made)
+        em.made.clear()
