@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
+import onnx_ir.passes.common  # noqa: F401 - ir.passes.common
 
 from edgeattn.passes._linear import const
 
@@ -119,6 +120,7 @@ class QuantizeMatMuls(ir.passes.InPlacePass):
             mm.replace_input_with(0, shared[x.name])
             mm.replace_input_with(1, dq_w)
             done.append(mm.name)
+        ir.passes.common.RemoveUnusedNodesPass()(model)  # the replaced float weights
         self.sites_changed = len(done)
         self.details = {"quantized": len(done), "kept_float": sorted(self.exclude), "no_range": missing,
                         "act_levels": self.rule.act_levels, "weight_max": self.rule.weight_max}

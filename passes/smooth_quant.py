@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+import onnx_ir.passes.common  # noqa: F401 - ir.passes.common
 
 from edgeattn.passes._linear import channel_absmax, const, input_projection, output_projection, replace_const
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
@@ -98,6 +99,7 @@ class SmoothQuant(ir.passes.InPlacePass):
             if v.bias is not None:
                 v.set_bias(model, (v.bias / s).astype(v.bias.dtype))
             o.set_weight(model, (o.weight * s[:, None]).astype(o.weight.dtype))
+        ir.passes.common.RemoveUnusedNodesPass()(model)  # the replaced float weights
         self.sites_changed = len(ln_sites) + len(vo_sites)
         self.details = {"layernorm": len(ln_sites), "value_output": len(vo_sites), "alpha": self.alpha,
                         "max_outlier_ratio": round(max(ratios), 2) if ratios else None}
