@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from edgeattn import targets
-from edgeattn.compiler.compile import compile_source
+from edgeattn.compiler import baselines as baselines_mod
+from edgeattn.compiler.compile import calibration_feeds, compile_source
 from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.frontend import Source, load_source
@@ -41,6 +42,7 @@ class Candidate:
     peak_rss_mb: float = 0.0
     note: str = ""
     plan: dict | None = None
+    quantization: dict | None = None
     exact_label: str | None = None  # for a plan candidate: the exact artifact it is compared with
 
 
@@ -55,6 +57,7 @@ def _artifact(src: Source, target: str, out: Path, pipeline: str, options: dict,
     cand = Candidate(label, target, m["precision"], _worker_cmd(out, threads), kind, m["accuracy"],
                      note=m.get("precision_note", ""))
     cand.plan = m.get("plan")
+    cand.quantization = m.get("quantization")
     return cand
 
 
@@ -77,21 +80,6 @@ def _plan_candidate(src: Source, t: str, p: str, work: Path, threads: int, rewri
         return None, rewrites
     cand.exact_label = exact.label
     return cand, step_specs(plan)
-
-
-def _ort_transformers_optimizer(src: Source, out: Path, threads: int) -> Candidate:
-    """What an ORT user does by hand: onnxruntime.transformers.optimizer on the plain export."""
-    import onnx_ir as ir
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    plain = out.parent / "plain-export.onnx"
-    ir.save(src.model, plain)
-    model_type = "vit" if src.model.graph.inputs[0].name == "pixel_values" else "bert"
-    opt = optimize_model(str(plain), model_type=model_type, num_heads=0, hidden_size=0, opt_level=1)
-    opt_path = out.parent / "ort-optimized.onnx"
-    opt.save_model_to_file(str(opt_path))
-    optimized = Source(src.name, ir.load(opt_path), "onnx", src.zoo_model, dict(src.example_dims), dict(src.meta))
-    return _artifact(optimized, "ort", out, "none", {}, "ORT + transformers optimizer", "baseline", threads)
 
 
 def plan_candidates(src: Source, spec: str, target_names: list[str], precisions: list[str], work: Path,
@@ -117,7 +105,11 @@ def plan_candidates(src: Source, spec: str, target_names: list[str], precisions:
                 notes.append(f"{t} {p}: skipped (target supports {', '.join(supported)})")
                 continue
             say(f"compile for {t} {p}")
-            cand = _artifact(src, t, work / f"{t}-{p}", "default", {"precision": p}, f"edgeattn {t}", "edgeattn", threads)
+            cand = _artifact(src, t, work / f"{t}-{p}", "default", {"precision": p}, f"edgeattn {t}", "edgeattn", threads,
+                             budget=budget if p == "int8" else None)
+            if p == "int8" and not (cand.quantization or {}).get("accepted"):
+                notes.append(f"{t} int8: not timed ({(cand.quantization or {}).get('reason', 'not quantized')})")
+                continue
             if cand.note:  # e.g. bf16 asked on a CPU without it: timing it would mislabel fp32 numbers
                 notes.append(f"{t} {p}: skipped ({cand.note})")
                 continue
@@ -130,13 +122,17 @@ def plan_candidates(src: Source, spec: str, target_names: list[str], precisions:
     if baselines:
         say("baseline: ORT transformers optimizer")
         try:
-            cands.append(_ort_transformers_optimizer(src, work / "ort-optimizer", threads))
+            cands.append(baselines_mod.ort_transformers_optimizer(src, work / "ort-optimizer", threads, _artifact))
         except Exception as e:  # the optimizer is a best-effort baseline: say why it is missing
             notes.append(f"ORT transformers optimizer: skipped ({str(e).splitlines()[0]})")
         if "openvino" in targets.TARGETS and targets.get("openvino").available()[0]:
             say("baseline: OpenVINO on the plain export")
             cands.append(_artifact(src, "openvino", work / "openvino-plain", "none", {"precision": "fp32"},
                                    "OpenVINO plain export", "baseline", threads))
+            if "int8" in precisions:
+                say("baseline: OpenVINO + NNCF int8")
+                cands.append(baselines_mod.openvino_nncf_int8(src, work / "openvino-nncf", threads, _artifact,
+                                                              calibration_feeds(src)))
     return cands, notes
 
 

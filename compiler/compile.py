@@ -143,7 +143,7 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
             return {"rewrites": [], "budget": str(guard), "accepted": False, "search": search,
                     "reason": f"{search['reason']}; shipped the exact graph"}
     exact = src.model
-    src.model, record = plan.apply_plan(exact, steps, guard, meter, say, lambda: _calibration_feeds(src))
+    src.model, record = plan.apply_plan(exact, steps, guard, meter, say, lambda: calibration_feeds(src))
     if search is not None:
         record["search"] = search
     if record["accepted"] and search is not None:
@@ -158,7 +158,7 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
 
 def _apply_int8(src: Source, tgt, guard, reference_run, quant: dict, say: Progress) -> dict:
     """Quantize src.model for the target's Q/DQ rule under `guard` (the float graph stays if missed)."""
-    calib = quant.get("calibration") or _calibration_feeds(src)
+    calib = quant.get("calibration") or calibration_feeds(src)
     if quant.get("calibration"):
         check_calibration(calib, io_specs(src.model.graph.inputs))
     meter = _candidate_meter(src, reference_run, guard)
@@ -175,7 +175,7 @@ def _calibration_source(src: Source) -> str:
     return "seeded random example inputs"
 
 
-def _calibration_feeds(src: Source, count: int = 8) -> list[dict]:
+def calibration_feeds(src: Source, count: int = 8) -> list[dict]:
     """Data for passes that calibrate: the model's own calibration set (e.g. training images),
     else seeded example inputs (never the evaluation data)."""
     zm = src.zoo_model
