@@ -92,7 +92,7 @@ def _print_quantization(q: dict) -> None:
     out.print(f"int8 (budget {escape(q['budget'])}): {state}; calibration {q['method']} on "
               f"{escape(q.get('calibration_source', ''))}")
     sq = q.get("smooth_quant")
-    if sq:
+    if sq and sq.get("sites"):
         out.print(f"  SmoothQuant alpha {sq['alpha']:g}: {sq['layernorm']} LayerNorm and {sq['value_output']} V→O sites "
                   f"(checked exact: relative error {sq['relative_error']:.1e})")
     if q.get("rule", {}).get("note"):

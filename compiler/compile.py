@@ -161,11 +161,29 @@ def _apply_int8(src: Source, tgt, guard, reference_run, quant: dict, say: Progre
     calib = quant.get("calibration") or calibration_feeds(src)
     if quant.get("calibration"):
         check_calibration(calib, io_specs(src.model.graph.inputs))
-    meter = _candidate_meter(src, reference_run, guard)
+    # Measured on the target's own runtime: its integer kernels can round (or saturate)
+    # differently from the Q/DQ graph's float semantics.
+    meter = _candidate_meter(src, reference_run, guard, _target_runner(tgt, {"precision": "int8"}))
     src.model, record = quantize.quantize(src.model, tgt.qdq_rule(), guard, meter, calib, say,
                                           method=quant.get("method", "minmax"), smooth=float(quant.get("smooth", 0.5)))
     record["calibration_source"] = "given (--calib)" if quant.get("calibration") else _calibration_source(src)
     return record
+
+
+def _target_runner(tgt, options: dict):
+    """runner(model) → run(feeds): the model legalized, built and loaded as the target ships it."""
+    from edgeattn.runtime.backends import get_backend
+
+    def make(model: ir.Model):
+        m = ir.from_proto(ir.to_proto(model))
+        tgt.legalize(m)
+        with tempfile.TemporaryDirectory(prefix="edgeattn-measure-") as tmp:
+            info = tgt.build(m, Path(tmp), options)
+            manifest = {**info, "inputs": io_specs(m.graph.inputs), "outputs": io_specs(m.graph.outputs)}
+            backend = get_backend(info["backend"]).open(Path(tmp), manifest, threads=None)
+        return lambda feeds: backend.run(feeds)
+
+    return make
 
 
 def _calibration_source(src: Source) -> str:
@@ -186,9 +204,10 @@ def calibration_feeds(src: Source, count: int = 8) -> list[dict]:
     return [_example_feeds(src, {"inputs": io_specs(src.model.graph.inputs)}, seed=100 + i) for i in range(count)]
 
 
-def _candidate_meter(src: Source, reference, guard: plan.Budget):
+def _candidate_meter(src: Source, reference, guard: plan.Budget, runner=None):
     """Measure a rewritten graph against the reference on the example inputs (and labels, and
-    the model's text set when the budget asks for embedding metrics)."""
+    the model's text set when the budget asks for embedding metrics); `runner` as in
+    plan.measure_candidate."""
     run_ref, _ = reference
     feeds = src.zoo_model.example_feeds(seed=0) if src.zoo_model is not None else _example_feeds(src, {
         "inputs": io_specs(src.model.graph.inputs)})
@@ -203,7 +222,7 @@ def _candidate_meter(src: Source, reference, guard: plan.Budget):
         if zm is None or zm.evaluate_embeddings is None:
             raise CompileError(f"budget {guard} needs a model with a text set", "use cosine>=X for this model")
         ref_emb = zm.evaluate_embeddings(lambda f: run_ref(f)[0])
-    return lambda model: plan.measure_candidate(model, feeds, ref_out, zm, ref_top1, ref_emb)
+    return lambda model: plan.measure_candidate(model, feeds, ref_out, zm, ref_top1, ref_emb, runner)
 
 
 def _reference_runner(src: Source):

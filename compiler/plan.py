@@ -131,8 +131,9 @@ def describe(values: dict[str, float]) -> str:
 
 
 def measure_candidate(model: ir.Model, feeds: dict, reference_out: list, zoo_model=None,
-                      reference_top1: float | None = None, reference_embeddings=None) -> dict:
-    run = accuracy.onnx_reference_runner(ir.to_proto(model).SerializeToString())
+                      reference_top1: float | None = None, reference_embeddings=None, runner=None) -> dict:
+    """`runner(model) -> run(feeds)`; default ORT with optimizations off (the graph's own numbers)."""
+    run = (runner or _ort_unoptimized)(model)
     acc = accuracy.compare(reference_out, run(feeds))
     if zoo_model is not None and zoo_model.evaluate_top1 is not None and reference_top1 is not None:
         name = zoo_model.inputs[0].name
@@ -141,6 +142,10 @@ def measure_candidate(model: ir.Model, feeds: dict, reference_out: list, zoo_mod
         emb = zoo_model.evaluate_embeddings(lambda f: run(f)[0])
         acc.update(accuracy.embedding_agreement(reference_embeddings, emb))
     return acc
+
+
+def _ort_unoptimized(model: ir.Model):
+    return accuracy.onnx_reference_runner(ir.to_proto(model).SerializeToString())
 
 
 def apply_plan(model: ir.Model, steps: list[RewriteStep], budget: Budget,

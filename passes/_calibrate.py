@@ -32,6 +32,9 @@ def activation_ranges(model: ir.Model, names: list[str], feeds: list[dict], meth
         def get_next(self):
             return next(self._it, None)
 
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # the calibrator's sessions warn about every unused initializer
     with tempfile.TemporaryDirectory(prefix="edgeattn-calib-") as tmp:
         path = Path(tmp) / "model.onnx"
         ir.save(model, path)
@@ -39,6 +42,7 @@ def activation_ranges(model: ir.Model, names: list[str], feeds: list[dict], meth
                                 calibrate_method=kind, extra_options=extra)
         cal.collect_data(_Reader())
         data = cal.compute_data()
+    ort.set_default_logger_severity(2)
     out = {}
     for name in names:
         if name in data:

@@ -74,7 +74,7 @@ class SmoothQuant(ir.passes.InPlacePass):
         ln_sites = _layernorm_sites(model)
         vo_sites = _vo_sites(model) if self.vo else []
         if not (ln_sites or vo_sites):
-            self.details = {"layernorm": 0, "value_output": 0}
+            self.details = {"layernorm": 0, "value_output": 0, "alpha": self.alpha}
             return ir.passes.PassResult(model, modified=False)
         if not self.calibration:
             raise ValueError("smooth-quant needs calibration data")

@@ -82,10 +82,10 @@ def _options(options: dict) -> dict:
 
 
 def qdq_rule():
-    """OpenVINO reads Q/DQ pairs as FakeQuantize and picks its own int8 kernels: full 8-bit grid."""
-    from edgeattn.passes.quantize_qdq import QDQRule
+    """OpenVINO reads Q/DQ pairs as FakeQuantize; its AVX2 int8 kernels saturate like ORT's."""
+    from edgeattn.targets._cpu import host_qdq_rule
 
-    return QDQRule()
+    return host_qdq_rule()
 
 
 def build(model: ir.Model, workdir: Path, options: dict) -> dict:

@@ -39,16 +39,10 @@ def legalize(model: ir.Model) -> dict:
 
 
 def qdq_rule():
-    """INT8 placement for ORT's CPU kernels (DQ → MatMul fuses into MatMulIntegerToFloat). x86
-    without VNNI runs u8×s8 through AVX2's vpmaddubsw, which saturates int16 pairs when both
-    operands are near full range: 7-bit weights avoid that (measured on deit-small: output cosine
-    0.9967 at 8 bits, 0.9986 at 7 bits; the same graph in float arithmetic gives 0.9994)."""
-    from edgeattn.passes.quantize_qdq import QDQRule
-    from edgeattn.targets._cpu import has_vnni, is_x86
+    """DQ → MatMul fuses into ORT's MatMulIntegerToFloat; the grid depends on the host CPU."""
+    from edgeattn.targets._cpu import host_qdq_rule
 
-    if is_x86() and not has_vnni():
-        return QDQRule(weight_max=63, note="7-bit weights: this x86 CPU has no VNNI (u8×s8 AVX2 saturation)")
-    return QDQRule()
+    return host_qdq_rule()
 
 
 def build(model: ir.Model, workdir: Path, options: dict) -> dict:

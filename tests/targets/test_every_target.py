@@ -142,3 +142,17 @@ def test_zoo_model_fp32_within_1e4(name, model, tmp_path):
     _require(name)
     m = compile_model(model, name, tmp_path / "art")
     assert m["accuracy"]["max_abs_error"] <= 1e-4, m["accuracy"]
+
+
+@pytest.mark.parametrize("name", sorted(TARGET_ROWS))
+def test_int8_where_the_target_has_it(name, tiny_onnx, tmp_path):
+    """The shared Q/DQ graph, placed by the target's rule, loads and stays within its budget on
+    the built artifact (accuracy is measured on the target itself, not the fake-quant graph)."""
+    _require(name)
+    if "int8" not in getattr(targets.get(name), "PRECISIONS", ()):
+        pytest.skip(f"target {name} has no int8 path")
+    m = compile_model(str(tiny_onnx), name, tmp_path / "art", target_options={"precision": "int8"}, budget="cosine>=0.99")
+    assert m["precision"] == "int8" and m["quantization"]["accepted"] and m["quantization"]["quantized"] == 3
+    assert m["accuracy"]["cosine"] >= 0.99
+    sess = runtime.load(tmp_path / "art")
+    assert sess.run(sess.example_feeds(seed=4))["y"].shape == (1, S, H * D)

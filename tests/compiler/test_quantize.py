@@ -1,0 +1,67 @@
+"""int8 under a budget: the fallback order, the float fallback, the per-layer report, and the
+end-to-end compile of digits-vit (real labels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from edgeattn.compiler import plan, quantize
+from edgeattn.compiler.compile import compile_model
+from edgeattn.compiler.errors import CompileError
+from edgeattn.passes.quantize_qdq import QDQRule
+
+from ..passes.conftest import canonical_tiny_deit
+
+CALIB = [{"pixel_values": np.random.default_rng(i).standard_normal((2, 3, 32, 32)).astype(np.float32)} for i in range(3)]
+
+
+def _int8_matmuls(model: ir.Model) -> int:
+    return sum(1 for n in model.graph.all_nodes() if n.op_type == "DequantizeLinear" and "axis" in n.attributes)
+
+
+@pytest.fixture(scope="module")
+def tiny_deit_proto():
+    return ir.to_proto(canonical_tiny_deit())
+
+
+def test_fallback_returns_the_most_sensitive_matmuls_first(tiny_deit_proto):
+    exact = ir.from_proto(tiny_deit_proto)
+    # A meter whose error grows with every int8 MatMul: 18 in int8 → cosine 0.982; the budget
+    # allows 6, so the 12 most sensitive must come back to float, in sensitivity order.
+    meter = lambda m: {"cosine": 1 - 0.001 * _int8_matmuls(m), "max_abs_error": 0.0}  # noqa: E731
+    model, rec = quantize.quantize(exact, QDQRule(), plan.Budget.parse("cosine>=0.9935"), meter, CALIB, lambda _m: None)
+    assert rec["accepted"] and rec["matmuls"] == 18 and rec["quantized"] == 6 and _int8_matmuls(model) == 6
+    assert [s["kept_float"] for s in rec["steps"]] == list(range(13))
+    local = {r["layer"]: r["local_snr_db"] for r in rec["layers"]}
+    assert rec["kept_float"] == sorted(local, key=local.get)[:12]
+    assert {r["layer"] for r in rec["layers"] if not r["int8"]} == set(rec["kept_float"])
+    assert all(r["snr_db"] < quantize.EXACT_SNR_DB for r in rec["layers"] if r["int8"])
+
+
+def test_unmeetable_budget_ships_the_float_graph(tiny_deit_proto):
+    exact = ir.from_proto(tiny_deit_proto)
+    meter = lambda m: {"cosine": 0.5, "max_abs_error": 1.0}  # noqa: E731
+    model, rec = quantize.quantize(exact, QDQRule(), plan.Budget.parse("cosine>=0.99"), meter, CALIB, lambda _m: None)
+    assert model is exact and not rec["accepted"] and "shipped the float graph" in rec["reason"]
+    assert len(rec["steps"]) == 19 and _int8_matmuls(model) == 0
+
+
+def test_bad_method_and_empty_calibration(tiny_deit_proto):
+    exact = ir.from_proto(tiny_deit_proto)
+    budget = plan.Budget.parse("cosine>=0.99")
+    with pytest.raises(CompileError, match="calibration method"):
+        quantize.quantize(exact, QDQRule(), budget, lambda m: {}, CALIB, lambda _m: None, method="kl")
+    with pytest.raises(CompileError, match="calibration set is empty"):
+        quantize.quantize(exact, QDQRule(), budget, lambda m: {}, [], lambda _m: None)
+
+
+def test_digits_vit_int8_within_budget(tmp_path):
+    m = compile_model("digits-vit", "ort", tmp_path / "art", target_options={"precision": "int8"},
+                      budget="top1-drop<=0.5")
+    q = m["quantization"]
+    assert m["precision"] == "int8" and q["accepted"] and q["quantized"] >= 1
+    assert q["smooth_quant"]["relative_error"] < 1e-4
+    acc = m["accuracy"]  # measured on the built artifact, held-out split
+    assert 100 * (acc["reference_top1"] - acc["top1"]) <= 0.5
