@@ -1,10 +1,12 @@
 """SmoothQuant scale migration (Xiao et al., ICML 2023), an exact transform run before INT8.
 
 Activation outliers sit in a few channels; per-tensor activation scales then waste the int8 range
-on them. For a LayerNorm whose output feeds only constant-weight MatMuls (the Q/K/V projections,
+on them. For a LayerNorm whose output feeds constant-weight MatMuls (the Q/K/V projections,
 the MLP's first layer), channel j is divided by s_j = max|X_j|^α / max|W_j|^(1−α) (W_j: row j
 of every consuming weight) by dividing the LayerNorm's scale and bias, and every consuming
-weight row j is multiplied by s_j: X·W = (X/s)·(sW) exactly. With `vo` the same migration runs
+weight row j is multiplied by s_j: X·W = (X/s)·(sW) exactly. Other consumers (the residual Add
+of a post-LN encoder such as BERT) read the output through a Mul by s, which restores it
+exactly (one elementwise op per site; pre-LN models need none). With `vo` the same migration runs
 from the attention output into the output projection, through the value projection (attention
 is linear in V per channel). max|X_j| is measured on calibration data.
 """
@@ -19,19 +21,22 @@ from edgeattn.passes._linear import channel_absmax, const, input_projection, out
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 
 
-def _layernorm_sites(model: ir.Model) -> list[tuple[ir.Node, list[ir.Node]]]:
+def _layernorm_sites(model: ir.Model) -> list[tuple[ir.Node, list[ir.Node], list]]:
+    """LayerNorms with constant affine parameters feeding ≥ 1 constant-weight MatMul; returns
+    (LayerNorm, those MatMuls, the other uses: e.g. a post-LN encoder's residual Add)."""
     sites = []
     for node in model.graph.all_nodes():
         if node.op_type != "LayerNormalization" or const(node.inputs[1]) is None:
             continue
         if len(node.inputs) > 2 and node.inputs[2] is not None and const(node.inputs[2]) is None:
             continue
-        users = [u for u in node.outputs[0].uses()]
-        if not users or node.outputs[0].is_graph_output():
+        if node.outputs[0].is_graph_output():
             continue
-        if all(u.node.op_type == "MatMul" and u.idx == 0 and const(u.node.inputs[1]) is not None
-               and const(u.node.inputs[1]).ndim == 2 for u in users):
-            sites.append((node, [u.node for u in users]))
+        users = list(node.outputs[0].uses())
+        mms = [u.node for u in users if u.node.op_type == "MatMul" and u.idx == 0
+               and const(u.node.inputs[1]) is not None and const(u.node.inputs[1]).ndim == 2]
+        if mms:
+            sites.append((node, mms, [u for u in users if u.node not in mms]))
     return sites
 
 
@@ -47,6 +52,17 @@ def _vo_sites(model: ir.Model) -> list[tuple[ir.Node, object, object]]:
             continue
         sites.append((node, v, o))
     return sites
+
+
+def _mul_back(model: ir.Model, ln: ir.Node, s: np.ndarray) -> ir.Value:
+    out = ln.outputs[0]
+    scale = ir.Value(name=f"{ln.name}_smooth_scale", const_value=ir.tensor(s.astype(np.float32)))
+    model.graph.register_initializer(scale)
+    mul = ir.node("Mul", [out, scale], name=f"{ln.name}_unsmooth", num_outputs=1)
+    mul.outputs[0].name = f"{out.name}_unsmooth"
+    mul.outputs[0].shape, mul.outputs[0].dtype = out.shape, out.dtype
+    model.graph.insert_after(ln, mul)
+    return mul.outputs[0]
 
 
 def smoothing_scales(x_absmax: np.ndarray, w_absmax: np.ndarray, alpha: float) -> np.ndarray:
@@ -68,6 +84,12 @@ class SmoothQuant(ir.passes.InPlacePass):
         self.alpha, self.vo, self.calibration = float(alpha), bool(vo), calibration
         self.sites_changed, self.details = 0, {}
 
+    @staticmethod
+    def _restore(model: ir.Model, ln: ir.Node, uses: list, s: np.ndarray) -> None:
+        back = _mul_back(model, ln, s)
+        for u in uses:
+            u.node.replace_input_with(u.idx, back)
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         if self.vo:
             FoldAttentionHeads()(model)  # the V → O channel map is the identity only in the 3-D form
@@ -78,10 +100,10 @@ class SmoothQuant(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, modified=False)
         if not self.calibration:
             raise ValueError("smooth-quant needs calibration data")
-        values = [n.outputs[0] for n, _ in ln_sites] + [n.outputs[0] for n, _, _ in vo_sites]
+        values = [n.outputs[0] for n, _, _ in ln_sites] + [n.outputs[0] for n, _, _ in vo_sites]
         absmax = channel_absmax(model, values, self.calibration)
         ratios = []
-        for (ln, users), xmax in zip(ln_sites, absmax):
+        for (ln, users, others), xmax in zip(ln_sites, absmax):
             weights = [const(u.inputs[1]) for u in users]
             s = smoothing_scales(xmax, np.max([np.abs(w).max(1) for w in weights], axis=0), self.alpha)
             for idx in (1, 2):
@@ -90,6 +112,8 @@ class SmoothQuant(ir.passes.InPlacePass):
                     replace_const(model, ln, idx, (arr / s).astype(arr.dtype))
             for u, w in zip(users, weights):
                 replace_const(model, u, 1, (w * s[:, None]).astype(w.dtype))
+            if others:  # e.g. the residual of a post-LN block gets the unscaled values back
+                self._restore(model, ln, others, s)
             ratios.append(float(xmax.max() / max(np.median(xmax), 1e-12)))
         for (node, _, _), xmax in zip(vo_sites, absmax[len(ln_sites):]):
             # re-read: the LayerNorm migration above has just rescaled the V weight's rows
@@ -102,5 +126,6 @@ class SmoothQuant(ir.passes.InPlacePass):
         ir.passes.common.RemoveUnusedNodesPass()(model)  # the replaced float weights
         self.sites_changed = len(ln_sites) + len(vo_sites)
         self.details = {"layernorm": len(ln_sites), "value_output": len(vo_sites), "alpha": self.alpha,
+                        "restored_uses": sum(len(o) for _, _, o in ln_sites),
                         "max_outlier_ratio": round(max(ratios), 2) if ratios else None}
         return ir.passes.PassResult(model, modified=True)

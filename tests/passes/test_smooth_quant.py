@@ -20,7 +20,7 @@ CALIB = [_feeds(10 + i) for i in range(3)]
 
 def _with_outlier_channel(model: ir.Model) -> ir.Model:
     """Blow up channel 3 of every LayerNorm feeding projections (as trained ViTs/BERTs have)."""
-    for ln, _ in _layernorm_sites(model):
+    for ln, _, _ in _layernorm_sites(model):
         for idx in (1, 2):
             arr = const(ln.inputs[idx]).copy()
             arr[3] = arr[3] * 40 + (5.0 if idx == 2 else 0.0)
@@ -41,7 +41,7 @@ def test_migration_is_exact_and_fires_on_every_block(folded_deit_proto):
 
 def test_outlier_channel_is_flattened(folded_deit_proto):
     model = _with_outlier_channel(ir.from_proto(folded_deit_proto))
-    values = [ln.outputs[0] for ln, _ in _layernorm_sites(model)]
+    values = [ln.outputs[0] for ln, _, _ in _layernorm_sites(model)]
     before = channel_absmax(model, values, CALIB)
     SmoothQuant(alpha=0.5, calibration=CALIB)(model)
     after = channel_absmax(model, values, CALIB)
@@ -50,14 +50,18 @@ def test_outlier_channel_is_flattened(folded_deit_proto):
         assert ratio(b) > 10 and ratio(a) < ratio(b) / 3
 
 
-def test_post_layernorm_encoder_only_migrates_what_is_exact():
-    """BERT's LayerNorms also feed the residual Add: scaling them would change the residual
-    stream, so only the V → O sites are smoothed, and the result stays exact."""
+def test_post_layernorm_encoder_restores_the_residual_exactly():
+    """BERT's LayerNorms also feed the residual Add: they are smoothed too, and the residual
+    reads the output through a Mul by s; the result stays exact."""
     model = canonical_tiny_sentence_encoder()
     rng = np.random.default_rng(0)
     feeds = {"input_ids": rng.integers(1, 100, (2, 16)).astype(np.int64), "attention_mask": np.ones((2, 16), np.int64)}
     want = ort_run(model, feeds)[0]
+    muls = sum(1 for n in model.graph if n.op_type == "Mul")
     p = SmoothQuant(calibration=[feeds])
     p(model)
-    assert p.details["layernorm"] == 0 and p.details["value_output"] == 2
+    # embeddings LN → layer 0 Q/K/V; each layer's attention LN → its MLP; layer 0's output LN →
+    # layer 1 Q/K/V; layer 1's output LN only feeds the pooling (no MatMul): 4 sites, 4 residual uses.
+    assert p.details["layernorm"] == 4 and p.details["value_output"] == 2 and p.details["restored_uses"] == 4
+    assert sum(1 for n in model.graph if n.op_type == "Mul") == muls + 4
     np.testing.assert_allclose(ort_run(model, feeds)[0], want, rtol=1e-5, atol=1e-5)
