@@ -192,7 +192,8 @@ def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch
             "speedup_vs_torch": torch_best / best if torch_best else None, "speedup_vs_ort_plain": ort_best / best,
             "gflops_per_s": gflops, "fraction_of_peak": gflops / peak if peak else None,
             "max_abs_error": c.accuracy.get("max_abs_error"), "cosine": c.accuracy.get("cosine"),
-            "top1": c.accuracy.get("top1"), "peak_rss_mb": c.peak_rss_mb, "samples": len(c.times_ms),
+            "top1": c.accuracy.get("top1"), "embedding_cosine": c.accuracy.get("embedding_cosine"),
+            "nn_agreement": c.accuracy.get("nn_agreement"), "peak_rss_mb": c.peak_rss_mb, "samples": len(c.times_ms),
             "speedup_vs_exact": (min(by_label[c.exact_label].round_medians) / best) if c.exact_label else None,
             "plan": ", ".join(step_specs(c.plan)) if c.plan and c.plan.get("accepted") else None,
         })

@@ -193,21 +193,24 @@ def print_bench(result: dict) -> None:
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in result["gemm_peak_gflops"].items())
     t = Table(title=f"{result['model']}: {result['gflop']:.2f} GFLOP, batch 1, {result['threads']} threads "
                     f"(GEMM peak GFLOP/s: {peaks})")
-    planned = any(r.get("plan") for r in result["rows"])
+    rows = result["rows"]
+    # optional columns: (header, row key, format), shown when some row has a value
+    extra = [(h, k, fmt) for h, k, fmt in (("× exact", "speedup_vs_exact", ".2f"), ("top-1", "top1", ".4f"),
+                                            ("emb cos", "embedding_cosine", ".5f"), ("NN agree", "nn_agreement", ".3f"))
+             if any(r.get(k) is not None for r in rows)]
     cols = ("candidate", "prec", "best ms", "p50 ms", "p90 ms", "/s", "× torch", "× ORT plain", "GFLOP/s", "% peak",
-            "max|err|", "cosine") + (("× exact", "top-1") if planned else ())
+            "max|err|", "cosine") + tuple(h for h, _, _ in extra)
     for c in cols:
         t.add_column(c, justify="left" if c in ("candidate", "prec") else "right")
 
     def f(v, fmt):
         return "–" if v is None else format(v, fmt)
 
-    for r in result["rows"]:
+    for r in rows:
         t.add_row(r["candidate"], r["precision"], f(r["best_ms"], ".2f"), f(r["p50_ms"], ".2f"), f(r["p90_ms"], ".2f"),
                   f(r["throughput_per_s"], ".1f"), f(r["speedup_vs_torch"], ".2f"), f(r["speedup_vs_ort_plain"], ".2f"),
                   f(r["gflops_per_s"], ".0f"), f(r["fraction_of_peak"] and 100 * r["fraction_of_peak"], ".0f"),
-                  f(r["max_abs_error"], ".1e"), f(r["cosine"], ".6f"),
-                  *((f(r.get("speedup_vs_exact"), ".2f"), f(r.get("top1"), ".4f")) if planned else ()))
+                  f(r["max_abs_error"], ".1e"), f(r["cosine"], ".6f"), *(f(r.get(k), fmt) for _, k, fmt in extra))
     out.print(t)
     for r in result["rows"]:
         if r.get("plan"):

@@ -251,6 +251,11 @@ def _measure_accuracy(src: Source, manifest: dict, work: Path, reference) -> dic
         result["top1"] = zm.evaluate_top1(lambda x: backend.run({in_name: x})[0])
         result["reference_top1"] = zm.evaluate_top1(lambda x: run_ref({in_name: x})[0])
         result["eval_data"] = "held-out split (fixed)"
+    if zm is not None and zm.evaluate_embeddings is not None and manifest["precision"] != "fp32":
+        # Reduced precision on a text model: judge it on the text set too (the random example
+        # input says little about embeddings).
+        ref = zm.evaluate_embeddings(lambda f: run_ref(f)[0])
+        result.update(accuracy.embedding_agreement(ref, zm.evaluate_embeddings(lambda f: backend.run(f)[0])))
     return result
 
 
