@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-all bench bench-rewrites clean
+.PHONY: install demo test test-all bench bench-rewrites bench-int8 clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ bench: install
 	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,bf16 --baselines -o bench/minilm-l6_512
 
 # Issue 4's table: each model exact vs the plan `--rewrite auto` finds inside its budget.
+bench-int8: install
+	$(VENV)/bin/edgeattn bench digits-vit --targets ort,openvino --precision fp32,int8 --baselines --budget "top1-drop<=0.5" -o bench/digits-vit-int8
+	$(VENV)/bin/edgeattn bench deit-small --targets ort,openvino --precision fp32,int8 --baselines --budget "cosine>=0.999" -o bench/deit-small-int8
+	$(VENV)/bin/edgeattn bench minilm-l6@128 --targets ort,openvino --precision fp32,int8 --baselines --budget "embedding-cosine>=0.99,nn-agree>=0.97" -o bench/minilm-l6_128-int8
+	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,int8 --baselines --budget "embedding-cosine>=0.99,nn-agree>=0.97" -o bench/minilm-l6_512-int8
+
 bench-rewrites: install
 	$(VENV)/bin/edgeattn bench digits-vit --targets ort,openvino --rewrite auto --budget "top1-drop<=0.5" --rounds 7 --runs 30 -o bench/digits-vit-auto
 	$(VENV)/bin/edgeattn bench digits-vit-hr --targets ort,openvino --rewrite auto --budget "top1-drop<=1" -o bench/digits-vit-hr-auto

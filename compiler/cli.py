@@ -70,7 +70,7 @@ def compile_cmd(
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Approximate rewrite NAME:key=val,... (repeatable; see `edgeattn pipelines`)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite and --precision int8, one or more comma-separated: cosine>=0.99 (default), top1-drop<=0.5, max-abs<=1e-3, embedding-cosine>=0.99, nn-agree>=0.98."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8: calibration inputs, an .npz with one array per model input (first axis = samples); default: the model's own calibration set."),
-    calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges by minmax, percentile (99.999) or entropy."),
+    calib_method: str = typer.Option("percentile", "--calib-method", help="int8: activation ranges by percentile (99.999; the default), minmax or entropy."),
     smooth: float = typer.Option(0.5, "--smooth", help="int8: SmoothQuant migration strength alpha (0 = off)."),
     tune_trials: Optional[int] = typer.Option(None, "--tune-trials", help="tvm: MetaSchedule trial budget for kernels not yet in the tuning database (0 = only apply records already there)."),
     tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="tvm: tuning database root (see `edgeattn tune --help` for the default)."),
