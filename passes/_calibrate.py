@@ -25,9 +25,15 @@ def activation_ranges(model: ir.Model, names: list[str], feeds: list[dict], meth
             "entropy": CalibrationMethod.Entropy}[method]
     extra = {"percentile": 99.999} if method == "percentile" else {}
 
+    # ORT's histogram calibrators stack per-run outputs and need equal shapes: feeds of unequal
+    # batches (a last, smaller one) run one sample at a time.
+    samples = feeds
+    if len({tuple(v.shape for v in f.values()) for f in feeds}) > 1:
+        samples = [{k: v[i:i + 1] for k, v in f.items()} for f in feeds for i in range(len(next(iter(f.values()))))]
+
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter(feeds)
+            self._it = iter(samples)
 
         def get_next(self):
             return next(self._it, None)
