@@ -51,9 +51,10 @@ def _worker_cmd(artifact: Path, threads: int) -> list[str]:
 
 
 def _artifact(src: Source, target: str, out: Path, pipeline: str, options: dict, label: str, kind: str,
-              threads: int, rewrites: list[str] | None = None, budget: str | None = None) -> Candidate:
+              threads: int, rewrites: list[str] | None = None, budget: str | None = None,
+              quant: dict | None = None) -> Candidate:
     m = compile_source(src.clone(), target, out, pipeline=pipeline, force=True, target_options=options,
-                       rewrites=rewrites, budget=budget)
+                       rewrites=rewrites, budget=budget, quant=quant)
     cand = Candidate(label, target, m["precision"], _worker_cmd(out, threads), kind, m["accuracy"],
                      note=m.get("precision_note", ""))
     cand.plan = m.get("plan")
@@ -84,7 +85,7 @@ def _plan_candidate(src: Source, t: str, p: str, work: Path, threads: int, rewri
 
 def plan_candidates(src: Source, spec: str, target_names: list[str], precisions: list[str], work: Path,
                     baselines: bool, threads: int, say: Say, rewrites: list[str] | None = None,
-                    budget: str | None = None) -> tuple[list[Candidate], list[str]]:
+                    budget: str | None = None, quant: dict | None = None) -> tuple[list[Candidate], list[str]]:
     """Compile everything to time; returns the candidates and notes on what was skipped and why."""
     cands, notes = [], []
     if src.zoo_model is not None or src.kind == "hf-folder":
@@ -106,7 +107,7 @@ def plan_candidates(src: Source, spec: str, target_names: list[str], precisions:
                 continue
             say(f"compile for {t} {p}")
             cand = _artifact(src, t, work / f"{t}-{p}", "default", {"precision": p}, f"edgeattn {t}", "edgeattn", threads,
-                             budget=budget if p == "int8" else None)
+                             budget=budget if p == "int8" else None, quant=quant)
             if p == "int8" and not (cand.quantization or {}).get("accepted"):
                 notes.append(f"{t} int8: not timed ({(cand.quantization or {}).get('reason', 'not quantized')})")
                 continue
@@ -202,7 +203,7 @@ def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch
 
 def run_bench(spec: str, target_names: list[str], precisions: list[str], out: Path, *, baselines: bool = False,
               rounds: int = 5, per_round: int = 10, warmup: int = 3, threads: int = 2, say: Say | None = None,
-              rewrites: list[str] | None = None, budget: str | None = None) -> dict:
+              rewrites: list[str] | None = None, budget: str | None = None, quant: dict | None = None) -> dict:
     from edgeattn.compiler.peak import measure_gemm_peak
 
     say = say or (lambda _m: None)
@@ -215,7 +216,7 @@ def run_bench(spec: str, target_names: list[str], precisions: list[str], out: Pa
     flops = graph_flops(canonical.model, dims)
     out.mkdir(parents=True, exist_ok=True)
     cands, notes = plan_candidates(src, spec, target_names, precisions, out / "artifacts", baselines, threads, say,
-                                   rewrites, budget)
+                                   rewrites, budget, quant)
     say("measure GEMM peak")
     peaks = measure_gemm_peak(threads)
     time_interleaved(cands, rounds, per_round, warmup, say)
@@ -224,6 +225,8 @@ def run_bench(spec: str, target_names: list[str], precisions: list[str], out: Pa
               "one process per candidate, interleaved", "rows": summarize(cands, flops, peaks, 1), "notes": notes}
     if rewrites:
         result["rewrites"], result["budget"] = rewrites, budget
+    if "int8" in precisions:
+        result["budget"], result["quant"] = budget, quant or {}
     from edgeattn.compiler.bench_report import write_all
 
     write_all(result, out)

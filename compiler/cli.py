@@ -70,7 +70,7 @@ def compile_cmd(
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Approximate rewrite NAME:key=val,... (repeatable; see `edgeattn pipelines`)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite and --precision int8, one or more comma-separated: cosine>=0.99 (default), top1-drop<=0.5, max-abs<=1e-3, embedding-cosine>=0.99, nn-agree>=0.98."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8: calibration inputs, an .npz with one array per model input (first axis = samples); default: the model's own calibration set."),
-    calib_method: str = typer.Option("percentile", "--calib-method", help="int8: activation ranges by percentile (99.999; the default), minmax or entropy."),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges by minmax (the default), percentile (99.999) or entropy."),
     smooth: float = typer.Option(0.5, "--smooth", help="int8: SmoothQuant migration strength alpha (0 = off)."),
     tune_trials: Optional[int] = typer.Option(None, "--tune-trials", help="tvm: MetaSchedule trial budget for kernels not yet in the tuning database (0 = only apply records already there)."),
     tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="tvm: tuning database root (see `edgeattn tune --help` for the default)."),
@@ -447,14 +447,15 @@ def models_cmd():
 def bench_cmd(
     model: str = typer.Argument(..., help="Zoo name, .onnx file or HF folder."),
     targets_: str = typer.Option("ort", "--targets", help="Comma-separated targets to compile and time."),
-    precision: str = typer.Option("fp32", "--precision", help="Comma-separated precisions (fp32, bf16)."),
+    precision: str = typer.Option("fp32", "--precision", help="Comma-separated precisions (fp32, bf16, int8)."),
     baselines: bool = typer.Option(False, "--baselines", help="Also time ORT's transformers optimizer and OpenVINO on the plain export."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default: bench/MODEL)."),
     rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds."),
     runs: int = typer.Option(10, "--runs", min=1, help="Runs per candidate per round."),
     threads: int = typer.Option(2, "--threads", min=1, help="Threads per backend."),
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Also time each target with this rewrite plan (as for compile; `auto` searches once)."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite (as for compile)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite and int8 (as for compile)."),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges (as for compile)."),
 ):
     """Compile MODEL for several targets and time them against torch eager and plain ORT.
 
@@ -477,6 +478,7 @@ def bench_cmd(
         result = run_bench(model, [t.strip() for t in targets_.split(",") if t.strip()],
                            [p.strip() for p in precision.split(",") if p.strip()], output, baselines=baselines,
                            rounds=rounds, per_round=runs, threads=threads, rewrites=rewrite, budget=budget,
+                           quant={"method": calib_method},
                            say=lambda m: bar.update(task, description=f"bench {model}: {m}"))
     print_bench(result)
     out.print(f"wrote {output / 'bench.json'}, bench.csv, bench.html")

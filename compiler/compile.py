@@ -165,7 +165,7 @@ def _apply_int8(src: Source, tgt, guard, reference_run, quant: dict, say: Progre
     # differently from the Q/DQ graph's float semantics.
     meter = _candidate_meter(src, reference_run, guard, _target_runner(tgt, {"precision": "int8"}))
     src.model, record = quantize.quantize(src.model, tgt.qdq_rule(), guard, meter, calib, say,
-                                          method=quant.get("method", "percentile"), smooth=float(quant.get("smooth", 0.5)))
+                                          method=quant.get("method", "minmax"), smooth=float(quant.get("smooth", 0.5)))
     record["calibration_source"] = "given (--calib)" if quant.get("calibration") else _calibration_source(src)
     return record
 

@@ -95,7 +95,7 @@ def _smooth(candidate: ir.Model, alpha: float, calib: list[dict], say) -> dict:
 
 
 def quantize(exact: ir.Model, rule: QDQRule, budget: plan.Budget, measure: Callable[[ir.Model], dict],
-             calibration: list[dict], say: Callable[[str], None], *, method: str = "percentile",
+             calibration: list[dict], say: Callable[[str], None], *, method: str = "minmax",
              smooth: float = 0.5) -> tuple[ir.Model, dict]:
     """Returns (the model to ship, the manifest's `quantization` record)."""
     if method not in METHODS:

@@ -3,6 +3,8 @@ percentile, entropy: the same statistics its own quantizer uses)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 
@@ -46,8 +48,9 @@ def activation_ranges(model: ir.Model, names: list[str], feeds: list[dict], meth
         ir.save(model, path)
         cal = create_calibrator(path, list(op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                 calibrate_method=kind, extra_options=extra)
-        cal.collect_data(_Reader())
-        data = cal.compute_data()
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+            cal.collect_data(_Reader())
+            data = cal.compute_data()
     ort.set_default_logger_severity(2)
     out = {}
     for name in names:

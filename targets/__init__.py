@@ -17,6 +17,7 @@ TARGETS: dict[str, str] = {
     "ort": "edgeattn.targets.ort",
     "openvino": "edgeattn.targets.openvino",
     "tvm": "edgeattn.targets.tvm",
+    "mobile": "edgeattn.targets.mobile",
 }
 
 
