@@ -47,14 +47,16 @@ def _usability(onnx_path: Path) -> dict:
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
 
     model = onnx.load(str(onnx_path))
-    checks = {"NNAPI": lambda m: uc.check_nnapi_partitions(m, require_fixed_input_sizes=True),
-              "CoreML (ML Program)": lambda m: uc.check_coreml_partitions(m, True, "coreml_supported_mlprogram_ops.md")}
+    # Counted as if the app fixed the input shapes (both providers need that; our artifacts keep
+    # a symbolic batch, which onnxruntime.tools.make_dynamic_shape_fixed pins).
+    checks = {"NNAPI": lambda m: uc.check_nnapi_partitions(m, require_fixed_input_sizes=False),
+              "CoreML (ML Program)": lambda m: uc.check_coreml_partitions(m, False, "coreml_supported_mlprogram_ops.md")}
     out = {}
     for ep, check in checks.items():
         info = check(model)
         out[ep] = {"nodes": info.num_nodes, "supported_nodes": info.num_supported_nodes,
                    "partitions": info.num_partitions, "unsupported_ops": sorted(info.unsupported_ops),
-                   "suitability": info.suitability().name}
+                   "suitability": info.suitability().name, "needs_fixed_input_shapes": True}
     return out
 
 
