@@ -12,6 +12,11 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[compiler,openvino,tvm,test]'
+	# mobile target, TVM aarch64 variant: the aarch64 runtime libraries come from the aarch64
+	# wheels (downloaded, not installed); the cross g++ and qemu from apt where we are root.
+	$(PIP) download apache-tvm==0.27.0.post1 apache-tvm-ffi==0.1.14.post1 --no-deps --only-binary=:all: \
+		--platform manylinux_2_28_aarch64 --python-version 3.11 -d $(VENV)/share/edgeattn/aarch64-wheels
+	sh scripts/install-mobile-tools.sh
 	touch $@
 
 install: $(VENV)/.installed

@@ -57,7 +57,7 @@ def write_artifact(out_dir: Path, manifest: dict, files: dict[str, bytes | Path]
                 if not src.is_file():
                     raise ArtifactError(f"artifact payload {src} does not exist",
                                         "the build step did not produce it; check the target's build output")
-                shutil.copyfile(src, dst)
+                shutil.copy(src, dst)  # keeps the mode: a mobile bundle ships an executable loader
             table[rel] = {"sha256": _sha256(dst), "bytes": dst.stat().st_size}
         manifest["files"] = table
         manifest["format_version"] = FORMAT_VERSION
