@@ -107,9 +107,7 @@ class QuantizeMatMuls(ir.passes.InPlacePass):
                 s, z = em.init(f"{x.name}_qscale", scale), em.init(f"{x.name}_qzero", zp)
                 q = em.node("QuantizeLinear", [x, s, z], f"{x.name}_Q")
                 shared[x.name] = em.node("DequantizeLinear", [q, s, z], f"{x.name}_DQ")
-                producer = x.producer()
-                anchor = producer if producer is not None else None
-                self._insert(model, em, anchor)
+                self._insert(model, em, x.producer())
             wq, ws = quantize_weight(const(mm.inputs[1]), self.rule.weight_max)
             wname = f"{mm.name}_w"
             dq_w = em.node("DequantizeLinear", [em.init(f"{wname}_int8", wq), em.init(f"{wname}_scale", ws),
