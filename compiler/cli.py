@@ -72,6 +72,7 @@ def compile_cmd(
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8: calibration inputs, an .npz with one array per model input (first axis = samples); default: the model's own calibration set."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges by minmax (the default), percentile (99.999) or entropy."),
     smooth: float = typer.Option(0.5, "--smooth", help="int8: SmoothQuant migration strength alpha (0 = off)."),
+    device: Optional[str] = typer.Option(None, "--device", help="mobile: the ARM64 CPU preset of the TVM bundle: generic-arm64 (default), rpi4, rpi5, jetson-orin."),
     tune_trials: Optional[int] = typer.Option(None, "--tune-trials", help="tvm: MetaSchedule trial budget for kernels not yet in the tuning database (0 = only apply records already there)."),
     tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="tvm: tuning database root (see `edgeattn tune --help` for the default)."),
 ):
@@ -92,11 +93,20 @@ def compile_cmd(
         edgeattn compile digits-vit --target tvm --tune-trials 64 -o out/digits-tvm
 
         edgeattn compile digits-vit --precision int8 --budget top1-drop<=0.5 -o out/digits-int8
+
+        edgeattn compile deit-small --target mobile --device rpi5 -o out/deit-mobile
     """
     from edgeattn.compiler.compile import compile_model
     from edgeattn.compiler.calib import load_calibration
 
     quant = {"method": calib_method, "smooth": smooth}
+    extra = {}
+    if device is not None:
+        if target != "mobile":
+            raise CompileError("--device applies to --target mobile only", "drop --device or add --target mobile")
+        from edgeattn.targets.mobile_tvm import check_device
+
+        extra["device"] = check_device(device)
     if calib is not None:
         quant["calibration"] = load_calibration(calib)
 
@@ -107,8 +117,8 @@ def compile_cmd(
         if tuning:
             tuning["tuning_progress"] = _tuning_display(bar)
         manifest = compile_model(model, target, output, pipeline=pipeline, force=force,
-                                 target_options={"precision": precision, **tuning}, rewrites=rewrite, budget=budget,
-                                 quant=quant, progress=lambda m: bar.update(task, description=f"compile {model}: {m}"))
+                                 target_options={"precision": precision, **tuning, **extra}, rewrites=rewrite,
+                                 budget=budget, quant=quant, progress=lambda m: bar.update(task, description=f"compile {model}: {m}"))
     print_compile_summary(manifest, output)
     print_tuning_log(manifest.get("backend_options", {}).get("tuning", {}).get("run"))
 

@@ -61,6 +61,8 @@ def print_compile_summary(m: dict, output: Path) -> None:
         _print_plan(m["plan"])
     if m.get("quantization"):
         _print_quantization(m["quantization"])
+    if m.get("mobile"):
+        _print_mobile(m["mobile"])
     if m.get("precision_note"):
         out.print(f"[yellow]note[/] {escape(m['precision_note'])}")
 
@@ -104,6 +106,18 @@ def _print_quantization(q: dict) -> None:
         out.print(f"  measured: {escape(describe_measured(q['measured']))}")
     if not q["accepted"]:
         out.print(f"[yellow]fallback[/] {escape(q['reason'])}")
+
+
+def _print_mobile(mob: dict) -> None:
+    tvm = mob.get("tvm") or {}
+    if not tvm.get("built"):
+        out.print(f"mobile: ONNX Runtime Mobile variant only; TVM aarch64 bundle not built ({escape(tvm.get('reason', ''))})")
+        return
+    v = tvm.get("verified")
+    check = (f"checked under qemu against ORT: max abs error {v['max_abs_error']:.2g}" if isinstance(v, dict)
+             else escape(str(v)))
+    out.print(f"mobile: TVM aarch64 bundle for {tvm['device']} ({tvm['bytes'] / 1e6:.1f} MB), {check}; "
+              "run it with tvm-aarch64/loader tvm-aarch64/model.so --out DIR input.npy")
 
 
 def describe_measured(m: dict) -> str:

@@ -85,7 +85,7 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
     payload = {"model": PAYLOAD, "operators": OPERATORS, "usability": USABILITY}
     info = {"usability": report, "device": "arm64",
             "verified_on": "host ORT (full build reads ORT format); timings here are not device timings"}
-    info["tvm"], extra = _tvm_variant(model, workdir)
+    info["tvm"], extra = _tvm_variant(model, workdir, options.get("device") or "generic-arm64")
     payload.update(extra)
     return {"backend": RUNTIME_BACKEND, "payload": payload, "backend_options": {"graph_optimization_level": "all"},
             "mobile": info}
@@ -94,14 +94,14 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
 MAX_ABS_ERROR = 1e-4
 
 
-def _tvm_variant(model: ir.Model, workdir: Path) -> tuple[dict, dict]:
+def _tvm_variant(model: ir.Model, workdir: Path, device: str) -> tuple[dict, dict]:
     """The TVM aarch64 bundle where the cross toolchain is here, checked under qemu against ORT."""
     from edgeattn.targets import mobile_tvm
 
     ok, reason = mobile_tvm.available()
     if not ok:
         return {"built": False, "reason": reason}, {}
-    built = mobile_tvm.build(model, workdir)
+    built = mobile_tvm.build(model, workdir, device)
     info = {"built": True, **built["info"]}
     if shutil.which(mobile_tvm.QEMU) is None:
         info["verified"] = f"not run: {mobile_tvm.QEMU} not found (apt-get install qemu-user)"

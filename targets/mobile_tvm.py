@@ -31,6 +31,27 @@ SUBDIR = "tvm-aarch64"
 LIBS = {"libtvm_runtime.so": ("apache_tvm-0.27.0.post1-", "tvm/lib/libtvm_runtime.so"),
         "libtvm_ffi.so": ("apache_tvm_ffi-0.1.14.post1-", "tvm_ffi/lib/libtvm_ffi.so")}
 LOADER_SRC = Path(__file__).with_name("mobile_loader.cc")
+# --device presets → LLVM CPU (tuned instruction selection; NEON everywhere). Android is not among
+# them: its bionic libc needs a TVM runtime built with the NDK.
+DEVICES = {"generic-arm64": (None, "any ARMv8-A core with NEON"),
+           "rpi4": ("cortex-a72", "Raspberry Pi 4 (Cortex-A72)"),
+           "rpi5": ("cortex-a76", "Raspberry Pi 5 (Cortex-A76, dot product)"),
+           "jetson-orin": ("cortex-a78ae", "NVIDIA Jetson Orin CPU (Cortex-A78AE, dot product)")}
+DEFAULT_DEVICE = "generic-arm64"
+
+
+def check_device(name: str) -> str:
+    if name not in DEVICES:
+        raise ValueError(f"unknown mobile device '{name}' — use one of: {', '.join(DEVICES)}")
+    return name
+
+
+def device_target(name: str):
+    import tvm
+
+    mcpu, _ = DEVICES[check_device(name)]
+    spec = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], **({"mcpu": mcpu} if mcpu else {})}
+    return tvm.target.Target(spec)
 
 
 def wheels_dir() -> Path:
@@ -60,17 +81,18 @@ def _include_dir() -> Path:
     return Path(tvm_ffi.__file__).parent / "include"
 
 
-def build(model: ir.Model, workdir: Path) -> dict:
+def build(model: ir.Model, workdir: Path, device: str = DEFAULT_DEVICE) -> dict:
     """Write SUBDIR/{model.so, loader, runtime libs}; returns the manifest's payload entries."""
     import tvm
 
     from edgeattn.targets import tvm as tvm_target
 
+    target = device_target(device)
+
     m = ir.from_proto(ir.to_proto(model))
     tvm_target.legalize(m)
     out = Path(workdir) / SUBDIR
     out.mkdir(parents=True, exist_ok=True)
-    target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
     tvm.compile(tvm_target.import_relax(m), target).export_library(str(out / "model.so"), cc=CXX, options=["-s"])
     for name, (prefix, member) in LIBS.items():
         with zipfile.ZipFile(_wheel(prefix)) as z, z.open(member) as src, open(out / name, "wb") as dst:
@@ -82,7 +104,9 @@ def build(model: ir.Model, workdir: Path) -> dict:
     files = {f"{SUBDIR}/{p.name}": p.name for p in sorted(out.iterdir())}
     size = sum(p.stat().st_size for p in out.iterdir())
     return {"payload": {f"tvm_{name.replace('.', '_')}": rel for rel, name in files.items()},
-            "info": {"bytes": size, "target": "llvm aarch64-linux-gnu +neon", "static_dims": tvm_target.static_dims(m),
+            "info": {"bytes": size, "device": device, "device_description": DEVICES[device][1],
+                     "target": str(target.attrs.get("mcpu") or "generic") + " aarch64-linux-gnu +neon",
+                     "static_dims": tvm_target.static_dims(m),
                      "run": f"{SUBDIR}/loader {SUBDIR}/model.so --out DIR input.npy ..."}}
 
 

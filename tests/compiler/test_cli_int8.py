@@ -61,3 +61,4 @@ def test_corrupt_calibration_file(tiny, tmp_path):
 def test_layers_without_int8_is_one_line(tiny, tmp_path):
     assert edgeattn("compile", str(tiny), "-o", str(tmp_path / "art")).returncode == 0
     _one_error_line(edgeattn("explain", str(tmp_path / "art"), "--layers"), "no int8 layer report")
+

@@ -66,3 +66,28 @@ def test_tvm_aarch64_bundle_runs_under_qemu(mobile_artifact):
     want = sess.run(feeds)["y"]
     (got,) = mobile_tvm.run_emulated(bundle, {s.name: feeds[s.name] for s in sess.inputs})
     np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-4, rtol=1e-4)
+
+
+def test_device_preset_builds_for_its_cpu(tmp_path):
+    from edgeattn.targets import mobile_tvm
+
+    ok, reason = mobile_tvm.available()
+    if not ok:
+        pytest.skip(f"TVM aarch64 variant unavailable: {reason}")
+    m = compile_model(str(tiny_attention_onnx(tmp_path / "tiny.onnx")), "mobile", tmp_path / "art",
+                      target_options={"device": "rpi5"})
+    tvm = m["mobile"]["tvm"]
+    assert tvm["device"] == "rpi5" and tvm["target"].startswith("cortex-a76")
+    if isinstance(tvm["verified"], dict):
+        assert tvm["verified"]["max_abs_error"] <= 1e-4
+    with pytest.raises(ValueError, match="unknown mobile device 'pi9'.*rpi4"):
+        mobile_tvm.check_device("pi9")
+
+
+def test_device_option_errors_are_one_line(tmp_path):
+    from ..compiler.test_cli import _one_error_line, edgeattn
+
+    tiny = str(tiny_attention_onnx(tmp_path / "tiny.onnx"))
+    _one_error_line(edgeattn("compile", tiny, "--device", "rpi5", "-o", str(tmp_path / "a")), "--target mobile")
+    _one_error_line(edgeattn("compile", tiny, "--target", "mobile", "--device", "pi9", "-o", str(tmp_path / "b")),
+                    "unknown mobile device")
