@@ -172,16 +172,14 @@ def _apply_int8(src: Source, tgt, guard, reference_run, quant: dict, say: Progre
 
 def _target_runner(tgt, options: dict):
     """runner(model) → run(feeds): the model legalized, built and loaded as the target ships it."""
-    from edgeattn.runtime.backends import get_backend
-
     def make(model: ir.Model):
         m = ir.from_proto(ir.to_proto(model))
         tgt.legalize(m)
         with tempfile.TemporaryDirectory(prefix="edgeattn-measure-") as tmp:
             info = tgt.build(m, Path(tmp), options)
-            manifest = {**info, "inputs": io_specs(m.graph.inputs), "outputs": io_specs(m.graph.outputs)}
-            backend = get_backend(info["backend"]).open(Path(tmp), manifest, threads=None)
-        return lambda feeds: backend.run(feeds)
+            backend = _open_backend(Path(tmp), {**info, "inputs": io_specs(m.graph.inputs),
+                                                "outputs": io_specs(m.graph.outputs)})
+        return backend.run
 
     return make
 

@@ -61,21 +61,27 @@ def output_projection(v: ir.Value) -> Projection | None:
     return Projection(mm, add)
 
 
+def ort_unoptimized(model):
+    """An ORT CPU session with graph optimizations off: the graph's own numbers."""
+    import onnxruntime as ort
+
+    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
 def reduce_values(model: ir.Model, values: list[ir.Value], calibration: list[dict],
                   reduce: Callable[[np.ndarray], np.ndarray]) -> list[list[np.ndarray]]:
     """Run `model` (ORT, optimizations off) on each calibration feed with `values` exposed as
     outputs; returns reduce(value as (tokens, channels)) per value per feed."""
-    import onnxruntime as ort
-
     proto = ir.to_proto(model)
     known = {o.name for o in proto.graph.output}
     for v in values:
         if v.name not in known:
             proto.graph.output.add().name = v.name
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = ort_unoptimized(proto)
     names = [v.name for v in values]
     rows: list[list[np.ndarray]] = [[] for _ in values]
     for feeds in calibration:

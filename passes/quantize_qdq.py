@@ -14,13 +14,14 @@ quantized inputs and weights (see quantize_activation / quantize_weight).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common  # noqa: F401 - ir.passes.common
 
 from edgeattn.passes._linear import const
+from edgeattn.passes._tokens import Emitter
 
 
 @dataclass(frozen=True)
@@ -64,23 +65,6 @@ def fake_quant_activation(x: np.ndarray, scale: np.float32, zp: np.uint8) -> np.
     return ((np.clip(np.round(x / scale) + int(zp), 0, 255) - int(zp)) * scale).astype(np.float32)
 
 
-@dataclass
-class _Emitter:
-    model: ir.Model
-    made: list[ir.Node] = field(default_factory=list)
-
-    def init(self, name: str, array: np.ndarray) -> ir.Value:
-        v = ir.Value(name=name, const_value=ir.tensor(np.asarray(array)))
-        self.model.graph.register_initializer(v)
-        return v
-
-    def node(self, op: str, inputs: list, name: str, **attrs) -> ir.Value:
-        n = ir.node(op, inputs, attributes=attrs, name=name, num_outputs=1)
-        n.outputs[0].name = f"{name}_out"
-        self.made.append(n)
-        return n.outputs[0]
-
-
 class QuantizeMatMuls(ir.passes.InPlacePass):
     """Settings: ranges ({tensor name: (low, high)}, from calibration), rule (QDQRule),
     exclude (MatMul node names kept in float)."""
@@ -92,7 +76,6 @@ class QuantizeMatMuls(ir.passes.InPlacePass):
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        em = _Emitter(model)
         shared: dict[str, ir.Value] = {}
         done, missing = [], []
         for mm in quantizable(model, self.rule):
@@ -103,18 +86,11 @@ class QuantizeMatMuls(ir.passes.InPlacePass):
                 missing.append(mm.name)
                 continue
             if x.name not in shared:
-                scale, zp = activation_params(*self.ranges[x.name], levels=self.rule.act_levels)
-                s, z = em.init(f"{x.name}_qscale", scale), em.init(f"{x.name}_qzero", zp)
-                q = em.node("QuantizeLinear", [x, s, z], f"{x.name}_Q")
-                shared[x.name] = em.node("DequantizeLinear", [q, s, z], f"{x.name}_DQ")
-                self._insert(model, em, x.producer())
+                shared[x.name] = self._fake_quant(model, x)
             wq, ws = quantize_weight(const(mm.inputs[1]), self.rule.weight_max)
-            wname = f"{mm.name}_w"
-            dq_w = em.node("DequantizeLinear", [em.init(f"{wname}_int8", wq), em.init(f"{wname}_scale", ws),
-                                                em.init(f"{wname}_zero", np.zeros_like(ws, dtype=np.int8))],
-                           f"{wname}_DQ", axis=1)
-            model.graph.insert_before(mm, em.made)
-            em.made.clear()
+            em = Emitter(model, f"{mm.name}_w")
+            dq_w = em.op("DequantizeLinear", em.const(wq), em.const(ws), em.const(np.zeros_like(ws, dtype=np.int8)), axis=1)
+            em.insert_before(mm)
             mm.replace_input_with(0, shared[x.name])
             mm.replace_input_with(1, dq_w)
             done.append(mm.name)
@@ -124,11 +100,14 @@ class QuantizeMatMuls(ir.passes.InPlacePass):
                         "act_levels": self.rule.act_levels, "weight_max": self.rule.weight_max}
         return ir.passes.PassResult(model, modified=bool(done))
 
-    @staticmethod
-    def _insert(model: ir.Model, em: _Emitter, anchor: ir.Node | None) -> None:
-        """The activation's Q/DQ go right after its producer (or first, for a graph input)."""
-        if anchor is None:
-            model.graph.insert_before(next(iter(model.graph)), em.made)
+    def _fake_quant(self, model: ir.Model, x: ir.Value) -> ir.Value:
+        """x → QuantizeLinear → DequantizeLinear, right after x's producer (first, for a graph input)."""
+        scale, zp = activation_params(*self.ranges[x.name], levels=self.rule.act_levels)
+        em = Emitter(model, f"{x.name}_q")
+        s, z = em.const(scale), em.const(zp)
+        out = em.op("DequantizeLinear", em.op("QuantizeLinear", x, s, z), s, z)
+        if x.producer() is None:
+            em.insert_before(next(iter(model.graph)))
         else:
-            model.graph.insert_after(anchor, em.made)
-        em.made.clear()
+            em.insert_after(x.producer())
+        return out

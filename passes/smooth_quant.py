@@ -18,6 +18,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common  # noqa: F401 - ir.passes.common
 
 from edgeattn.passes._linear import channel_absmax, const, input_projection, output_projection, replace_const
+from edgeattn.passes._tokens import Emitter
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 
 
@@ -55,14 +56,10 @@ def _vo_sites(model: ir.Model) -> list[tuple[ir.Node, object, object]]:
 
 
 def _mul_back(model: ir.Model, ln: ir.Node, s: np.ndarray) -> ir.Value:
-    out = ln.outputs[0]
-    scale = ir.Value(name=f"{ln.name}_smooth_scale", const_value=ir.tensor(s.astype(np.float32)))
-    model.graph.register_initializer(scale)
-    mul = ir.node("Mul", [out, scale], name=f"{ln.name}_unsmooth", num_outputs=1)
-    mul.outputs[0].name = f"{out.name}_unsmooth"
-    mul.outputs[0].shape, mul.outputs[0].dtype = out.shape, out.dtype
-    model.graph.insert_after(ln, mul)
-    return mul.outputs[0]
+    em = Emitter(model, f"{ln.name}_unsmooth")
+    back = em.op("Mul", ln.outputs[0], em.const(s.astype(np.float32)))
+    em.insert_after(ln)
+    return back
 
 
 def smoothing_scales(x_absmax: np.ndarray, w_absmax: np.ndarray, alpha: float) -> np.ndarray:

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from edgeattn.passes._linear import ort_unoptimized
+
 NAME = "mobile"
 DESCRIPTION = "ARM64 Android/Linux: ONNX Runtime Mobile (.ort + reduced-operator config + NNAPI/CoreML report)"
 RUNTIME_BACKEND = "ort"
@@ -107,7 +109,7 @@ def _tvm_variant(model: ir.Model, workdir: Path, device: str) -> tuple[dict, dic
         info["verified"] = f"not run: {mobile_tvm.QEMU} not found (apt-get install qemu-user)"
         return info, built["payload"]
     feeds = mobile_tvm.example_feeds(model)
-    want = _ort_reference(model, feeds)
+    want = ort_unoptimized(model).run(None, feeds)
     got = mobile_tvm.run_emulated(Path(workdir) / mobile_tvm.SUBDIR, feeds)
     err = max(float(np.abs(w.astype(np.float32) - g.reshape(w.shape)).max()) for w, g in zip(want, got))
     if err > MAX_ABS_ERROR:
@@ -116,17 +118,3 @@ def _tvm_variant(model: ir.Model, workdir: Path, device: str) -> tuple[dict, dic
     info["verified"] = {"max_abs_error": err, "against": "ORT (optimizations off) on the same graph, batch 1",
                         "under": "qemu-aarch64 user-mode emulation (correctness only: not device timings)"}
     return info, built["payload"]
-
-
-def _ort_reference(model: ir.Model, feeds: dict) -> list:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
-
-
-def tune(model: ir.Model, options: dict) -> dict:
-    return {"tuned": False, "reason": "ONNX Runtime Mobile selects its kernels at load; nothing to tune"}
