@@ -7,19 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-
-def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
-    if len(reference) != len(candidate):
-        raise ValueError(f"reference has {len(reference)} outputs, candidate {len(candidate)}")
-    max_abs, cos = 0.0, 1.0
-    for r, c in zip(reference, candidate):
-        r64, c64 = np.asarray(r, np.float64).ravel(), np.asarray(c, np.float64).ravel()
-        if r64.shape != c64.shape:
-            raise ValueError(f"output shapes differ: {np.shape(r)} vs {np.shape(c)}")
-        max_abs = max(max_abs, float(np.max(np.abs(r64 - c64))) if r64.size else 0.0)
-        denom = np.linalg.norm(r64) * np.linalg.norm(c64)
-        cos = min(cos, float(r64 @ c64 / denom) if denom > 0 else float(np.allclose(r64, c64)))
-    return {"max_abs_error": max_abs, "cosine": cos}
+from edgeattn.runtime.check import compare  # noqa: F401 - one definition, shared with the runtime
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

@@ -73,6 +73,8 @@ def compile_cmd(
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges by minmax (the default), percentile (99.999) or entropy."),
     smooth: float = typer.Option(0.5, "--smooth", help="int8: SmoothQuant migration strength alpha (0 = off)."),
     device: Optional[str] = typer.Option(None, "--device", help="mobile: the ARM64 CPU preset of the TVM bundle: generic-arm64 (default), rpi4, rpi5, jetson-orin."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="tvm-cuda: GPU architecture, sm_90 (H100, the default), sm_87 (Jetson Orin), sm_89, sm_80."),
+    batches: Optional[str] = typer.Option(None, "--batches", help="tvm-cuda: batch sizes compiled into the executable, e.g. 1,32 (default 1)."),
     tune_trials: Optional[int] = typer.Option(None, "--tune-trials", help="tvm: MetaSchedule trial budget for kernels not yet in the tuning database (0 = only apply records already there)."),
     tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="tvm: tuning database root (see `edgeattn tune --help` for the default)."),
 ):
@@ -95,6 +97,8 @@ def compile_cmd(
         edgeattn compile digits-vit --precision int8 --budget top1-drop<=0.5 -o out/digits-int8
 
         edgeattn compile deit-small --target mobile --device rpi5 -o out/deit-mobile
+
+        edgeattn compile deit-small --target tvm-cuda --precision fp16 --batches 1,32 -o out/deit-cuda
     """
     from edgeattn.compiler.compile import compile_model
     from edgeattn.compiler.calib import load_calibration
@@ -107,6 +111,9 @@ def compile_cmd(
         from edgeattn.targets.mobile_tvm import check_device
 
         extra["device"] = check_device(device)
+    if (arch or batches) and target != "tvm-cuda":
+        raise CompileError("--arch/--batches apply to --target tvm-cuda only", "drop them or add --target tvm-cuda")
+    extra.update({k: v for k, v in (("arch", arch), ("batches", batches)) if v})
     if calib is not None:
         quant["calibration"] = load_calibration(calib)
 
@@ -189,6 +196,8 @@ def tune_cmd(
     tuning_db: Optional[Path] = typer.Option(None, "--tuning-db", help="Database root (default: $EDGEATTN_TVM_DB, else kernels/tvm_db in a source checkout, else ~/.cache/edgeattn/tvm_db)."),
     pipeline: str = typer.Option("default", "--pipeline", "-p", help="Pass pipeline, as for compile (the tasks depend on it)."),
     retune: bool = typer.Option(False, "--retune", help="Also tune tasks that already have records."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="HOST:PORT of a TVM RPC tracker: measure candidates on the device registered there under --key (same CPU kind as this machine)."),
+    key: Optional[str] = typer.Option(None, "--key", help="--remote: the device kind's key at the tracker."),
 ):
     """Tune MODEL's TVM kernels for this CPU with MetaSchedule; no artifact is written.
 
@@ -202,6 +211,8 @@ def tune_cmd(
         edgeattn tune digits-vit --trials 64
 
         edgeattn tune model.onnx --trials 200 --tuning-db ~/tvm-db
+
+        edgeattn tune digits-vit --trials 64 --remote 10.0.0.5:9190 --key epyc   # measured on the device
     """
     from edgeattn import targets
     from edgeattn.compiler.frontend import load_source
@@ -213,7 +224,10 @@ def tune_cmd(
     ok, reason = tgt.available()
     if not ok:
         raise CompileError(f"target 'tvm' is unavailable: {reason}")
-    options = {"trials": trials, "retune": retune, **({"tuning_db": str(tuning_db)} if tuning_db else {})}
+    if bool(remote) != bool(key):
+        raise CompileError("tune --remote and --key go together", "pass both: --remote TRACKER_HOST:PORT --key DEVICE_KEY")
+    options = {"trials": trials, "retune": retune, **({"tuning_db": str(tuning_db)} if tuning_db else {}),
+               **({"rpc": {"tracker": remote, "key": key}} if remote else {})}
     with _progress() as bar:
         task = bar.add_task(f"tune {model}", total=None, count="")
 
@@ -229,7 +243,8 @@ def tune_cmd(
         rep = tgt.tune(src.model, {**options, "tuning_progress": _tuning_display(bar)})
     db_dir = Path(rep["database"])
     records, workloads = tvm_tuning.count_records(db_dir)
-    line = (f"tuned {model} for {rep['target_key']}: {rep['trials']} trials (budget {rep['budget']}) for the "
+    where = f" on {rep['measured_on']}" if rep.get("measured_on") else ""
+    line = (f"tuned {model} for {rep['target_key']}{where}: {rep['trials']} trials (budget {rep['budget']}) for the "
             f"{rep['tasks_tuned']} of {rep['tasks']} tasks without records, in {rep['seconds']:.0f} s")
     if rep.get("failed_trials"):
         line += f", [yellow]{rep['failed_trials']} failed[/] ({escape(rep.get('first_error', ''))})"
@@ -323,6 +338,8 @@ def profile_cmd(
     top: int = typer.Option(12, "--top", help="Per-op rows to show."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the report as CSV."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="HOST:PORT of a TVM RPC tracker (with --key) or server: profile on that device."),
+    key: Optional[str] = typer.Option(None, "--key", help="--remote: the device kind's key at the tracker."),
 ):
     """Measure latency percentiles, throughput, peak memory and per-op time of an artifact.
 
@@ -331,21 +348,51 @@ def profile_cmd(
         edgeattn profile out/deit --runs 100
 
         edgeattn profile out/deit --json prof.json --csv prof.csv
+
+        edgeattn profile out/deit-tvm --remote 10.0.0.5:9190 --key rpi5   # on a device, via a TVM RPC tracker
     """
     from edgeattn import runtime
     from edgeattn.runtime import report as report_io
 
-    sess = runtime.load(artifact, threads=threads)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
-        task = bar.add_task("profile", total=warmup + runs)
-        rep = sess.benchmark(runs=runs, warmup=warmup, per_op=True,
-                             progress=lambda i, total: bar.update(task, completed=i, total=total))
+    if remote or key:
+        if not remote:
+            raise CompileError("--key needs --remote HOST:PORT", "add --remote with the tracker's address")
+        from edgeattn.runtime.remote import profile_remote
+
+        with err.status(f"profile on {remote}" + (f" ({key})" if key else "")):
+            rep = profile_remote(artifact, remote, key=key, runs=runs, warmup=warmup)
+    else:
+        sess = runtime.load(artifact, threads=threads)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as bar:
+            task = bar.add_task("profile", total=warmup + runs)
+            rep = sess.benchmark(runs=runs, warmup=warmup, per_op=True,
+                                 progress=lambda i, total: bar.update(task, completed=i, total=total))
     print_profile(rep, top)
     if json_path:
         report_io.write_json(rep, json_path)
     if csv_path:
         report_io.write_csv(rep, csv_path)
+
+
+@app.command("check")
+@_guard
+def check_cmd(artifact: Path = typer.Argument(..., help="Artifact directory (one that carries check.npz).")):
+    """Check an artifact on the device it was built for, against the reference outputs made at compile.
+
+    Example (on the GPU machine; needs numpy, apache-tvm-ffi and the driver only):
+
+        edgeattn check out/deit-cuda
+    """
+    from edgeattn import runtime
+    from edgeattn.runtime.check import check_artifact
+
+    rows = check_artifact(runtime.load(artifact))
+    for r in rows:
+        mark = "[green]pass[/]" if r["passed"] else "[red]FAIL[/]"
+        out.print(f"batch {r['batch']}: max abs error {r['max_abs_error']:.3g}, cosine {r['cosine']:.6f}  {mark}")
+    if not all(r["passed"] for r in rows):
+        raise typer.Exit(1)
 
 
 @app.command("inspect")

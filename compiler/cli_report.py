@@ -52,7 +52,11 @@ def print_compile_summary(m: dict, output: Path) -> None:
               + (f", {len(att['unmatched'])} unmatched" if att["unmatched"] else ""))
     for u in att["unmatched"]:
         out.print(f"  [yellow]unmatched[/] {escape(u['node'])}: {escape(u['reason'])}")
-    line = f"accuracy vs {acc['reference']}: max abs error {acc['max_abs_error']:.3g}, cosine {acc['cosine']:.6f}"
+    if acc.get("verified") is False:
+        line = (f"[yellow]accuracy not checked[/]: {escape(acc['reason'])}; reference outputs of {acc['reference']} "
+                f"for batch {', '.join(map(str, acc['check_batches']))} are in {acc['check_data']} — {escape(acc['how'])}")
+    else:
+        line = f"accuracy vs {acc['reference']}: max abs error {acc['max_abs_error']:.3g}, cosine {acc['cosine']:.6f}"
     if "top1" in acc:
         line += f", top-1 {acc['top1']:.4f} (reference {acc['reference_top1']:.4f})"
     out.print(line)
@@ -178,12 +182,19 @@ def _print_layers(plan: dict) -> None:
 
 def print_profile(rep: dict, top: int = 12) -> None:
     lat = rep["latency"]
-    t = Table(title=f"{rep['model']} on {rep['target']}: {rep['runs']} runs, {rep.get('threads')} threads")
+    where = f", remote {rep['remote']['address']}" + (f" ({rep['remote']['key']})" if rep["remote"]["key"] else "") if rep.get("remote") else ""
+    t = Table(title=f"{rep['model']} on {rep['target']}{where}: {rep['runs']} runs, {rep.get('threads')} threads")
     for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "throughput /s", "peak RSS MB"):
         t.add_column(col, justify="right")
+    rss = "-" if rep.get("peak_rss_mb") is None else f"{rep['peak_rss_mb']:.0f}"
     t.add_row(f"{lat['p50_ms']:.2f}", f"{lat['p90_ms']:.2f}", f"{lat['p99_ms']:.2f}", f"{lat['mean_ms']:.2f}",
-              f"{rep['throughput_per_s']:.1f}", f"{rep['peak_rss_mb']:.0f}")
+              f"{rep['throughput_per_s']:.1f}", rss)
     out.print(t)
+    if rep.get("remote"):
+        r, chk = rep["remote"], rep["remote"]["check"]
+        out.print(f"timed by {r['timer']}; upload {r['upload_s']:.2f} s; "
+                  + (f"outputs vs {chk['against']}: max abs error {chk['max_abs_error']:.3g}, cosine {chk['cosine']:.6f}"
+                     if isinstance(chk, dict) else escape(chk)))
     if rep.get("ops"):
         ops = Table(title="time per op type (profiled separately)")
         for col in ("op", "calls", "total ms", "%"):

@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeattn import targets
-from edgeattn.compiler import accuracy, plan, planner, quantize
+from edgeattn.compiler import accuracy, device_check, plan, planner, quantize
 from edgeattn.compiler.calib import check_calibration
 from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.frontend import Source, load_source
@@ -123,8 +123,13 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
         work = Path(tmp)
         say(f"build for {target}")
         manifest.update(tgt.build(src.model, work, {**(target_options or {}), "precision": precision}))
-        say("check accuracy against the reference")
-        manifest["accuracy"] = _measure_accuracy(src, manifest, work, reference_run)
+        here, why = getattr(tgt, "runs_here", lambda: (True, ""))()
+        if here:
+            say("check accuracy against the reference")
+            manifest["accuracy"] = _measure_accuracy(src, manifest, work, reference_run)
+        else:
+            say("write reference outputs for the check on the device")
+            manifest["accuracy"] = device_check.write(src, manifest, work, reference_run, why)
         manifest["compile_seconds"] = round(time.perf_counter() - t0, 2)
         if out is not None:
             files = {name: work / name for name in manifest["payload"].values()}

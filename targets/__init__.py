@@ -18,6 +18,7 @@ TARGETS: dict[str, str] = {
     "openvino": "edgeattn.targets.openvino",
     "tvm": "edgeattn.targets.tvm",
     "mobile": "edgeattn.targets.mobile",
+    "tvm-cuda": "edgeattn.targets.tvm_cuda",
 }
 
 

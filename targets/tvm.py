@@ -117,12 +117,13 @@ def target_key(target) -> str:
     return f"{target.kind.name}-{target.attrs['mcpu']}-{int(target.attrs['num-cores'])}c"
 
 
-def import_relax(model: ir.Model):
-    """The legalized graph as a static-shape Relax IRModule (weights bound as constants)."""
+def import_relax(model: ir.Model, sizes: dict[str, int] | None = None):
+    """The legalized graph as a static-shape Relax IRModule (weights bound as constants); `sizes`
+    overrides the size of named symbolic dims (default STATIC_DIM each)."""
     _import_tvm()
     from tvm.relax.frontend.onnx import from_onnx  # noqa: PLC0415
 
-    dims = static_dims(model)
+    dims = {**static_dims(model), **(sizes or {})}
     shapes = {}
     for v in model.graph.inputs:
         if v.shape is None:
@@ -168,6 +169,21 @@ def _count(options: dict, key: str, default: int) -> int:
     return v
 
 
+def _runner(options: dict):
+    """Measure candidates here, or (options["rpc"] = {"tracker": "HOST:PORT", "key": KEY}) on the
+    device behind a TVM RPC tracker: builds stay here, so the device must be the same CPU kind."""
+    from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
+
+    rpc = options.get("rpc")
+    if not rpc:
+        return ms.runner.LocalRunner(timeout_sec=60)
+    from edgeattn.runtime.remote import parse_address  # noqa: PLC0415
+
+    host, port = parse_address(rpc["tracker"])
+    return ms.runner.RPCRunner(ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=rpc["key"],
+                                                   session_timeout_sec=int(rpc.get("timeout_s", 60))))
+
+
 def tune_relax_module(mod, target, options: dict) -> dict:
     """MetaSchedule over `mod`'s tasks that have no record yet in the target key's database."""
     import time  # noqa: PLC0415
@@ -186,7 +202,8 @@ def tune_relax_module(mod, target, options: dict) -> dict:
     todo = tasks if options.get("retune") else [t for t in tasks if tvm_tuning.best_record(db, t.dispatched[0]) is None]
     report = {"tuned": True, "trials": 0, "tasks": len(tasks), "tasks_tuned": len(todo),
               "tasks_reused": len(tasks) - len(todo), "budget": trials, "database": str(db_dir),
-              "target_key": key}
+              "target_key": key, **({"measured_on": f"{options['rpc']['key']} via tracker {options['rpc']['tracker']}"}
+                                    if options.get("rpc") else {})}
     if todo and trials:
         per_iter = max(1, min(64, -(-trials // len(todo))))
         cores = int(target.attrs["num-cores"])
@@ -210,7 +227,7 @@ def tune_relax_module(mod, target, options: dict) -> dict:
             with monitor.attached():
                 ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
                               num_trials_per_iter=per_iter, builder=tvm_tuning.make_builder(options.get("builder", "inprocess"), min(cores, per_iter)),
-                              runner=ms.runner.LocalRunner(timeout_sec=60), database=db,
+                              runner=_runner(options), database=db,
                               cost_model=tvm_tuning.cost_model(options.get("cost_model"), trials),
                               measure_callbacks=callbacks, task_scheduler="gradient")
             monitor.finish()

@@ -17,7 +17,8 @@ from ..errors import ArtifactError
 
 BACKENDS: dict[str, str] = {"ort": "edgeattn.runtime.backends.ort",
                             "openvino": "edgeattn.runtime.backends.openvino",
-                            "tvm": "edgeattn.runtime.backends.tvm"}
+                            "tvm": "edgeattn.runtime.backends.tvm",
+                            "tvm-cuda": "edgeattn.runtime.backends.tvm_cuda"}
 
 
 def get_backend(name: str) -> ModuleType:
