@@ -60,6 +60,8 @@ def print_compile_summary(m: dict, output: Path) -> None:
     if "top1" in acc:
         line += f", top-1 {acc['top1']:.4f} (reference {acc['reference_top1']:.4f})"
     out.print(line)
+    if acc.get("note"):
+        out.print(f"  [yellow]note[/] {escape(acc['note'])}")
     _print_tuning(m)
     if m.get("plan"):
         _print_plan(m["plan"])

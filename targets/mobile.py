@@ -29,7 +29,19 @@ NAME = "mobile"
 DESCRIPTION = "ARM64 Android/Linux: ONNX Runtime Mobile (.ort + reduced-operator config + NNAPI/CoreML report)"
 RUNTIME_BACKEND = "ort"
 PAYLOAD, OPERATORS, USABILITY = "model.ort", "required_operators.config", "mobile-usability.json"
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "int8")
+# int8 candidates are measured in the device's arithmetic, not on the host's kernels: ARM64's int8
+# dot products (sdot/udot, i8mm smmla) accumulate u8/s8 products exactly in int32, which is what
+# the Q/DQ graph computes under ORT with optimizations off. (An x86 host without VNNI would
+# saturate them: measuring there would judge the device by the host.)
+INT8_EXACT_ARITHMETIC = True
+
+
+def qdq_rule():
+    """The device's rule, not the host's: full 8-bit weights (no saturation on ARM64)."""
+    from edgeattn.passes.quantize_qdq import QDQRule
+
+    return QDQRule(note="ARM64 device rule: 8-bit weights (int8 dot products accumulate exactly)")
 
 
 def available() -> tuple[bool, str]:
@@ -87,7 +99,10 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
     payload = {"model": PAYLOAD, "operators": OPERATORS, "usability": USABILITY}
     info = {"usability": report, "device": "arm64",
             "verified_on": "host ORT (full build reads ORT format); timings here are not device timings"}
-    info["tvm"], extra = _tvm_variant(model, workdir, options.get("device") or "generic-arm64")
+    if options.get("precision") == "int8":  # the TVM bundle would run the Q/DQ graph in float: no gain
+        info["tvm"], extra = {"built": False, "reason": "int8: the TVM aarch64 bundle is fp32 only; model.ort carries the int8 graph"}, {}
+    else:
+        info["tvm"], extra = _tvm_variant(model, workdir, options.get("device") or "generic-arm64")
     payload.update(extra)
     return {"backend": RUNTIME_BACKEND, "payload": payload, "backend_options": {"graph_optimization_level": "all"},
             "mobile": info}

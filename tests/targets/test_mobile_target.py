@@ -91,3 +91,20 @@ def test_device_option_errors_are_one_line(tmp_path):
     _one_error_line(edgeattn("compile", tiny, "--device", "rpi5", "-o", str(tmp_path / "a")), "--target mobile")
     _one_error_line(edgeattn("compile", tiny, "--target", "mobile", "--device", "pi9", "-o", str(tmp_path / "b")),
                     "unknown mobile device")
+
+
+def test_int8_follows_the_device_rule_and_arithmetic(tmp_path):
+    """Mobile int8: full 8-bit weights (the ARM64 rule, whatever the host) and the budget measured in
+    the device's exact int8 arithmetic; the .ort carries the Q/DQ graph, the TVM bundle stays fp32-only."""
+    if not targets.get("mobile").available()[0]:
+        pytest.skip("mobile target unavailable")
+    m = compile_model(str(tiny_attention_onnx(tmp_path / "t.onnx")), "mobile", tmp_path / "art",
+                      target_options={"precision": "int8"}, budget="cosine>=0.99")
+    q = m["quantization"]
+    assert m["precision"] == "int8" and q["accepted"] and q["quantized"] == 3
+    assert "exact int8 arithmetic" in q["measured_on"] and "ARM64" in q["rule"]["note"]
+    assert q["rule"]["weight_max"] == 127
+    assert m["mobile"]["tvm"]["built"] is False and "int8" in m["mobile"]["tvm"]["reason"]
+    assert "host" in m["accuracy"]["note"] and m["accuracy"]["cosine"] >= 0.99
+    sess = runtime.load(tmp_path / "art")
+    assert sess.run(sess.example_feeds())["y"].shape[0] == 1
