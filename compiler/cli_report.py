@@ -55,6 +55,10 @@ def print_compile_summary(m: dict, output: Path) -> None:
     if acc.get("verified") is False:
         line = (f"[yellow]accuracy not checked[/]: {escape(acc['reason'])}; reference outputs of {acc['reference']} "
                 f"for batch {', '.join(map(str, acc['check_batches']))} are in {acc['check_data']} — {escape(acc['how'])}")
+        if acc.get("host_emulation"):
+            h = acc["host_emulation"]
+            line += (f"\n  precision plan on this CPU (batch 1): max abs error {h['max_abs_error']:.3g}, cosine {h['cosine']:.6f} "
+                     "[dim](checks the casts, not the GPU kernels)[/]")
     else:
         line = f"accuracy vs {acc['reference']}: max abs error {acc['max_abs_error']:.3g}, cosine {acc['cosine']:.6f}"
     if "top1" in acc:

@@ -132,7 +132,13 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
                                                 "device's; the budget was met in the device's arithmetic (quantization.measured_on)")
         else:
             say("write reference outputs for the check on the device")
-            manifest["accuracy"] = device_check.write(src, manifest, work, reference_run, why)
+            emulation = getattr(tgt, "host_emulation", None)
+            if emulation is not None and (target_options or {}).get("host_check", True):
+                say("check the precision plan on this CPU")
+                emulation = emulation(src.model, {**(target_options or {}), "precision": precision})
+            else:
+                emulation = None
+            manifest["accuracy"] = device_check.write(src, manifest, work, reference_run, why, emulation)
         manifest["compile_seconds"] = round(time.perf_counter() - t0, 2)
         if out is not None:
             files = {name: work / name for name in manifest["payload"].values()}

@@ -217,6 +217,25 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
     return {"backend": RUNTIME_BACKEND, "payload": payload, "backend_options": opts}
 
 
+def host_emulation(model: ir.Model, options: dict):
+    """run(feeds) → outputs of the same Relax module (same batch-1 function, same fp16 casts) compiled
+    for this CPU: checks the precision plan where no GPU is, not the CUDA kernels (check.npz does)."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    mod, _ = relax_functions(model, [1])
+    if str(options.get("precision", "fp32")).lower() == "fp16":
+        mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
+    vm = relax.VirtualMachine(tvm.compile(mod, tvm_cpu.host_target()), tvm.cpu())
+    names = [v.name for v in model.graph.inputs]
+
+    def run(feeds: dict) -> list:
+        result = vm["main_b1"](*[tvm.runtime.tensor(np.ascontiguousarray(feeds[n])) for n in names])
+        return [o.numpy() for o in (list(result) if not hasattr(result, "numpy") else [result])]
+    return run
+
+
 def tune(model: ir.Model, options: dict) -> dict:
     return {"tuned": False, "reason": "tvm-cuda uses dlight's default GPU schedules; MetaSchedule on the GPU "
                                       "needs the GPU at build time (not wired yet)"}

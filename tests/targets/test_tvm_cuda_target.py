@@ -164,3 +164,15 @@ def test_a_batch_the_frontend_cannot_import_symbolically_is_imported_per_size(tm
     assert m["backend_options"]["entries"] == {"1": "main_b1", "2": "main_b2"}
     feeds, refs = check.unpack(tmp_path / "art" / check.CHECK_FILE, m)[2]
     assert feeds["mask"].shape == (2, 1, 1, S) and refs[0].shape == (2, S, 8)
+
+
+def test_precision_plan_is_checked_on_this_cpu(tiny, tmp_path):
+    """Without a GPU the compile runs the same Relax module (fp16 casts included) on the CPU."""
+    for precision, cosine in (("fp32", 0.999999), ("fp16", 0.999)):
+        m = compile_model(str(tiny), "tvm-cuda", tmp_path / precision, target_options={"precision": precision})
+        h = m["accuracy"].get("host_emulation")
+        if tvm_cuda.runs_here()[0]:
+            assert h is None
+            continue
+        assert h["batch"] == 1 and h["cosine"] >= cosine, h
+        assert (h["max_abs_error"] <= 1e-4) == (precision == "fp32")
