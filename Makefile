@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-all bench bench-rewrites bench-int8 clean
+.PHONY: install demo test test-all bench bench-rewrites bench-int8 gpu-bundle clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ bench-rewrites: install
 	$(VENV)/bin/edgeattn bench deit-small@384 --targets ort,openvino --rewrite auto --budget "cosine>=0.99" -o bench/deit-small_384-auto
 	$(VENV)/bin/edgeattn bench deit-small@512 --targets ort,openvino --rewrite auto --budget "cosine>=0.99" -o bench/deit-small_512-auto
 	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --rewrite auto:max_evals=30 --budget "embedding-cosine>=0.99,nn-agree>=0.98" -o bench/minilm-l6_512-auto
+
+# Issue 3's GPU check, prepared here (no GPU needed): the tvm-cuda artifact and the tvm-ffi wheel for
+# the GPU machine's Python 3.12; there: sh scripts/gpu-check.sh .gpu/deit-fp16 --out results.json
+gpu-bundle: install
+	$(VENV)/bin/edgeattn compile deit-small --target tvm-cuda --precision fp16 --batches 1,32 -o .gpu/deit-fp16 --force
+	$(PIP) download apache-tvm-ffi==0.1.14.post1 --no-deps --only-binary=:all: \
+		--platform manylinux_2_28_x86_64 --python-version 3.12 -d .whl
 
 clean:
 	rm -rf $(VENV) artifacts
