@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
-from edgeattn.compiler.cli_report import (out, print_bench, print_compile_summary, print_profile, print_quant_layers,
+from edgeattn.compiler.cli_report import (out, print_bench, print_compile_summary, print_remote_bench, print_profile, print_quant_layers,
                                           print_tuning_log)
 from edgeattn.compiler.errors import CompileError
 
@@ -513,6 +513,8 @@ def bench_cmd(
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Also time each target with this rewrite plan (as for compile; `auto` searches once)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite and int8 (as for compile)."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges (as for compile)."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="HOST:PORT of a TVM RPC tracker (with --key) or server: time the TVM-library targets (tvm, mobile) on that device."),
+    key: Optional[str] = typer.Option(None, "--key", help="--remote: the device kind's key at the tracker."),
 ):
     """Compile MODEL for several targets and time them against torch eager and plain ORT.
 
@@ -526,10 +528,25 @@ def bench_cmd(
         edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,bf16 --baselines
 
         edgeattn bench digits-vit --targets ort,openvino --rewrite auto --budget top1-drop<=0.5
+
+        edgeattn bench deit-small --targets mobile --remote 10.0.0.5:9190 --key rpi5   # timed on the device
     """
     from edgeattn.compiler.bench import run_bench
 
     output = output or Path("bench") / model.replace("@", "_").replace("/", "_")
+    if remote or key:
+        if not remote:
+            raise CompileError("--key needs --remote HOST:PORT", "add --remote with the tracker's address")
+        from edgeattn.compiler.bench_remote import run_remote_bench
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
+            task = bar.add_task(f"bench {model}", total=None)
+            result = run_remote_bench(model, [t.strip() for t in targets_.split(",") if t.strip()], output, remote=remote,
+                                      key=key, rounds=rounds, per_round=runs, rewrites=rewrite, budget=budget,
+                                      say=lambda m: bar.update(task, description=f"bench {model}: {m}"))
+        print_remote_bench(result)
+        out.print(f"wrote {output / 'bench.json'}")
+        return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task(f"bench {model}", total=None)
         result = run_bench(model, [t.strip() for t in targets_.split(",") if t.strip()],

@@ -248,3 +248,21 @@ def print_bench(result: dict) -> None:
             out.print(f"{escape(r['candidate'])}: {escape(r['plan'])}")
     for n in result["notes"]:
         out.print(f"[yellow]note[/] {escape(n)}")
+
+
+def print_remote_bench(result: dict) -> None:
+    d = result["device"]
+    where = d["address"] + (f" ({d['key']})" if d["key"] else "")
+    t = Table(title=f"{result['model']} on the device at {where}: {result['gflop']:.2f} GFLOP, batch 1, {d['threads']} threads")
+    for c in ("candidate", "best ms", "p50 ms", "p90 ms", "/s", "GFLOP/s", "× exact", "cosine (compile)", "device vs here"):
+        t.add_column(c, justify="left" if c == "candidate" else "right")
+    for r in result["rows"]:
+        chk = r["device_check"]
+        t.add_row(escape(r["candidate"]), f"{r['best_ms']:.2f}", f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}",
+                  f"{r['throughput_per_s']:.1f}", f"{r['gflops_per_s']:.1f}",
+                  "" if r["speedup_vs_exact"] is None else f"{r['speedup_vs_exact']:.2f}",
+                  "" if r["cosine"] is None else f"{r['cosine']:.6f}",
+                  f"{chk['max_abs_error']:.1e}" if isinstance(chk, dict) else "not compared")
+    out.print(t)
+    for n in result.get("notes") or []:
+        out.print(f"[yellow]note[/] {escape(n)}")

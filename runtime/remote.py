@@ -79,38 +79,56 @@ def _local_outputs(artifact: Path, feeds: dict) -> list[np.ndarray] | None:
     return list(sess.run(feeds).values())
 
 
+class RemoteArtifact:
+    """An artifact's TVM library uploaded, loaded into a Relax VM on the device and run once
+    (its outputs compared with this machine's run); `time(n)` then samples its latency there.
+    Several can share one session (bench --remote interleaves them)."""
+
+    def __init__(self, artifact: str | Path, sess, upload_name: str = "model.so") -> None:
+        tvm, _, VirtualMachine = _import_rpc()
+        self.path = Path(artifact)
+        self.manifest = m = verify_artifact(self.path)
+        self.library = _payload(m)
+        t0 = time.perf_counter()
+        sess.upload(str(self.path / self.library), target=upload_name)  # into this session's own temp folder
+        self.upload_s = time.perf_counter() - t0
+        self._dev = sess.cpu()
+        self._vm = VirtualMachine(sess.load_module(upload_name), self._dev)
+        self._entry = str((m.get("backend_options") or {}).get("entry", "main"))
+        opts, mobile_tvm = m.get("backend_options") or {}, (m.get("mobile") or {}).get("tvm") or {}
+        static = opts.get("static_dims") or mobile_tvm.get("static_dims") or {}
+        feeds = recipe_feeds(m["inputs"], static, m.get("input_ranges") or {}, seed=0)
+        self._args = [tvm.runtime.tensor(np.ascontiguousarray(v), self._dev) for v in feeds.values()]
+        result = self._vm[self._entry](*self._args)
+        outs = [o.numpy() for o in (list(result) if not hasattr(result, "numpy") else [result])]
+        local = _local_outputs(self.path, feeds)
+        self.check = ({**compare(local, outs), "against": "this machine's run of the same artifact"} if local is not None
+                      else "not compared: the artifact does not run on this machine")
+
+    def warm(self, n: int) -> None:
+        for _ in range(n):
+            self._vm[self._entry](*self._args)
+
+    def time(self, n: int) -> np.ndarray:
+        """n latency samples in ms, each one call timed on the device's clock."""
+        timer = self._vm.time_evaluator(self._entry, self._dev, number=1, repeat=n, min_repeat_ms=0)
+        return np.asarray(timer(*self._args).results, dtype=np.float64) * 1e3
+
+
 def profile_remote(artifact: str | Path, address: str, key: str | None = None, runs: int = 50, warmup: int = 5,
                    session=None) -> dict:
     """Upload, check and time the artifact's TVM library on the device (threads: the device's default)."""
     if runs < 1 or warmup < 0:
         raise InputError(f"runs={runs}, warmup={warmup} is not a valid benchmark", "use runs >= 1 and warmup >= 0")
-    tvm, _, VirtualMachine = _import_rpc()
-    artifact = Path(artifact)
-    manifest = verify_artifact(artifact)
-    rel = _payload(manifest)
+    _payload(verify_artifact(Path(artifact)))  # refuse before connecting
     sess = session or connect(address, key)
-    t0 = time.perf_counter()
-    sess.upload(str(artifact / rel), target="model.so")  # into this session's own temp folder
-    upload_s = time.perf_counter() - t0
-    dev = sess.cpu()
-    vm = VirtualMachine(sess.load_module("model.so"), dev)
-    entry = str((manifest.get("backend_options") or {}).get("entry", "main"))
-    static = (manifest.get("backend_options") or {}).get("static_dims") or ((manifest.get("mobile") or {}).get("tvm") or {}).get("static_dims") or {}
-    feeds = recipe_feeds(manifest["inputs"], static, manifest.get("input_ranges") or {}, seed=0)
-    args = [tvm.runtime.tensor(np.ascontiguousarray(v), dev) for v in feeds.values()]
-    result = vm[entry](*args)
-    outs = [o.numpy() for o in (list(result) if not hasattr(result, "numpy") else [result])]
-    local = _local_outputs(artifact, feeds)
-    for _ in range(warmup):
-        vm[entry](*args)
-    timer = vm.time_evaluator(entry, dev, number=1, repeat=runs, min_repeat_ms=0)
-    seconds = np.asarray(timer(*args).results, dtype=np.float64)
-    lat = latency_stats((seconds * 1e9).astype(np.int64))
-    remote = {"address": address, "key": key, "upload_s": round(upload_s, 3), "library": rel,
-              "timer": "TVM time_evaluator on the device (number=1 per sample)"}
-    remote["check"] = ({**compare(local, outs), "against": "this machine's run of the same artifact"} if local is not None
-                       else "not compared: the artifact does not run on this machine")
-    return {"model": manifest.get("model"), "target": manifest.get("target"), "backend": "tvm (remote)",
+    ra = RemoteArtifact(artifact, sess)
+    ra.warm(warmup)
+    lat = latency_stats((ra.time(runs) * 1e6).astype(np.int64))
+    remote = {"address": address, "key": key, "upload_s": round(ra.upload_s, 3), "library": ra.library,
+              "timer": "TVM time_evaluator on the device (number=1 per sample)", "check": ra.check}
+    m = ra.manifest
+    return {"model": m.get("model"), "target": m.get("target"), "backend": "tvm (remote)",
             "runs": runs, "warmup": warmup, "threads": int(sess.get_function("runtime.NumThreads")()),
             "batch": 1, "latency": lat, "throughput_per_s": 1.0 / (lat["mean_ms"] / 1e3),
             "peak_rss_mb": None, "ops": [], "remote": remote}

@@ -109,3 +109,24 @@ def test_tune_remote_needs_both_flags():
     r = subprocess.run([sys.executable, "-m", "edgeattn.compiler.cli", "tune", "vit-tiny", "--remote", "127.0.0.1:1"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--remote and --key go together" in r.stderr
+
+
+def test_cli_bench_remote_times_tvm_candidates_on_the_device(rpc, artifacts, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    tiny = artifacts / "tiny.onnx"
+    r = subprocess.run([sys.executable, "-m", "edgeattn.compiler.cli", "bench", str(tiny), "--targets", "tvm", "--remote",
+                        rpc["tracker"], "--key", KEY, "--rounds", "2", "--runs", "3", "-o", str(tmp_path / "b")],
+                       capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert res["device"]["key"] == KEY and [row["candidate"] for row in res["rows"]] == ["edgeattn tvm"]
+    row = res["rows"][0]
+    assert row["samples"] == 6 and 0 < row["best_ms"] <= row["p90_ms"]
+    assert row["device_check"]["max_abs_error"] <= 1e-6
+    assert "on the device at" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "edgeattn.compiler.cli", "bench", str(tiny), "--targets", "ort", "--remote",
+                        rpc["tracker"], "--key", KEY, "-o", str(tmp_path / "c")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "cannot run over TVM RPC" in r.stderr
