@@ -43,7 +43,9 @@ class Candidate:
     note: str = ""
     plan: dict | None = None
     quantization: dict | None = None
-    exact_label: str | None = None  # for a plan candidate: the exact artifact it is compared with
+    # For a plan candidate: the exact artifact (same target and precision) it is compared with. The
+    # object, not its label: labels repeat across precisions.
+    exact: "Candidate | None" = None
 
 
 def _worker_cmd(artifact: Path, threads: int) -> list[str]:
@@ -79,7 +81,7 @@ def _plan_candidate(src: Source, t: str, p: str, work: Path, threads: int, rewri
     if not plan.get("accepted"):
         notes.append(f"{t} {p} + plan: not timed ({plan.get('reason', 'no plan')})")
         return None, rewrites
-    cand.exact_label = exact.label
+    cand.exact = exact
     return cand, step_specs(plan)
 
 
@@ -195,7 +197,7 @@ def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch
             "max_abs_error": c.accuracy.get("max_abs_error"), "cosine": c.accuracy.get("cosine"),
             "top1": c.accuracy.get("top1"), "embedding_cosine": c.accuracy.get("embedding_cosine"),
             "nn_agreement": c.accuracy.get("nn_agreement"), "peak_rss_mb": c.peak_rss_mb, "samples": len(c.times_ms),
-            "speedup_vs_exact": (min(by_label[c.exact_label].round_medians) / best) if c.exact_label else None,
+            "speedup_vs_exact": (min(c.exact.round_medians) / best) if c.exact is not None else None,
             "plan": ", ".join(step_specs(c.plan)) if c.plan and c.plan.get("accepted") else None,
         })
     return rows

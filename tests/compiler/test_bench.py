@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from .test_cli import edgeattn
 
 
@@ -34,3 +36,22 @@ def test_bench_unknown_target_precision_note(tmp_path):
     assert r.returncode == 0, r.stderr
     notes = json.loads((tmp_path / "b" / "bench.json").read_text())["notes"]
     assert any("ort bf16: skipped" in n for n in notes)
+
+
+def test_each_plan_is_compared_with_the_exact_artifact_of_its_own_precision():
+    """Labels repeat across precisions ("edgeattn ort" fp32 and int8): the plan row must divide by its own exact."""
+    from edgeattn.compiler.bench import Candidate, summarize
+
+    def cand(label, precision, medians, exact=None):
+        c = Candidate(label, "ort", precision, [], "edgeattn" if label.startswith("edgeattn") else "baseline",
+                      {"max_abs_error": 0.0, "cosine": 1.0})
+        c.round_medians, c.times_ms, c.exact = medians, medians, exact
+        return c
+
+    ort_plain = cand("ORT plain export", "fp32", [4.0])
+    fp32 = cand("edgeattn ort", "fp32", [2.0])
+    int8 = cand("edgeattn ort", "int8", [1.0])
+    rows = summarize([ort_plain, fp32, cand("edgeattn ort + plan", "fp32", [1.6], fp32), int8,
+                      cand("edgeattn ort + plan", "int8", [0.5], int8)], flops=10**9, peaks={}, batch=1)
+    plans = {r["precision"]: r["speedup_vs_exact"] for r in rows if r["candidate"].endswith("plan")}
+    assert plans == {"fp32": pytest.approx(1.25), "int8": pytest.approx(2.0)}
