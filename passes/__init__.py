@@ -24,6 +24,7 @@ PASSES: dict[str, str] = {
     "window": "edgeattn.passes.window_attention:WindowAttention",
     "hilo": "edgeattn.passes.hilo_attention:HiLoAttention",
     "smooth-quant": "edgeattn.passes.smooth_quant:SmoothQuant",
+    "patchify-conv": "edgeattn.passes.patchify_conv:PatchifyConv",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -40,6 +41,7 @@ DESCRIPTIONS: dict[str, str] = {
     "window": "blocked w×w window attention on the patch grid, prefix tokens global (approximate; settings window, layers)",
     "hilo": "HiLo: some heads windowed, the others read average-pooled K/V (approximate; settings window, pool, alpha, layers)",
     "smooth-quant": "SmoothQuant: activation outliers migrated into the next weights before int8, exact (settings alpha, vo)",
+    "patchify-conv": "patch-embedding Conv (kernel = stride) → patchify + MatMul for GEMM-strong backends, exact",
 }
 
 # Passes that change the model's numbers: only run under a measured accuracy budget.

@@ -93,7 +93,8 @@ def build(model: ir.Model, workdir: Path, device: str = DEFAULT_DEVICE) -> dict:
     tvm_target.legalize(m)
     out = Path(workdir) / SUBDIR
     out.mkdir(parents=True, exist_ok=True)
-    tvm.compile(tvm_target.import_relax(m), target).export_library(str(out / "model.so"), cc=CXX, options=["-s"])
+    executable = tvm_target.compile_default(tvm_target.import_relax(m), target)
+    executable.export_library(str(out / "model.so"), cc=CXX, options=["-s"])
     for name, (prefix, member) in LIBS.items():
         with zipfile.ZipFile(_wheel(prefix)) as z, z.open(member) as src, open(out / name, "wb") as dst:
             shutil.copyfileobj(src, dst)

@@ -75,12 +75,15 @@ def static_dims(model: ir.Model, size: int = STATIC_DIM) -> dict[str, int]:
 
 
 def legalize(model: ir.Model) -> dict:
-    """Expand every ONNX Attention: Relax's ONNX frontend cannot read Attention-23."""
-    total = len(_attention_nodes(model))
-    out = {"attention_native": 0, "attention_decomposed": 0}
-    if total:
-        from edgeattn import passes  # noqa: PLC0415 - targets may call passes (legalization)
+    """Expand every ONNX Attention: Relax's ONNX frontend cannot read Attention-23. The patch
+    embedding's Conv becomes a MatMul (TVM's default GEMM schedule beats its naive conv2d)."""
+    from edgeattn import passes  # noqa: PLC0415 - targets may call passes (legalization)
 
+    patchify = passes.create("patchify-conv")
+    patchify(model)
+    total = len(_attention_nodes(model))
+    out = {"attention_native": 0, "attention_decomposed": 0, "conv_patchified": patchify.sites_changed}
+    if total:
         p = passes.create("decompose-attention")
         p(model)
         left = _attention_nodes(model)
@@ -153,6 +156,24 @@ def _fused(mod, target):
             relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
             relax.transform.FuseOps(), relax.transform.FuseTIR()]
         return tvm.transform.Sequential(seq)(mod)
+
+
+def compile_default(mod, target):
+    """tvm.compile with the CPU pipeline plus default schedules for every kernel (kernels/tvm_cpu_rules.py):
+    what an untuned build runs (15× faster than LegalizeOps' serial loops on deit-small)."""
+    tvm = _import_tvm()
+    from tvm.relax.backend.cpu_generic import pipeline as cpu  # noqa: PLC0415
+
+    from edgeattn.kernels.tvm_cpu_rules import apply_default_schedules  # noqa: PLC0415
+
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(m, _ctx):
+        with target:
+            return tvm.transform.Sequential(
+                cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + [apply_default_schedules()]
+                + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(m)
+
+    return tvm.compile(mod, target, relax_pipeline=pipeline)
 
 
 def _tasks(mod, target) -> list:
@@ -272,7 +293,7 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
             payload["tuning_records"] = f"{TUNING_DIR}/{tvm_tuning.RECORDS}"
             payload["tuning_workloads"] = f"{TUNING_DIR}/{tvm_tuning.WORKLOADS}"
     if executable is None:
-        executable = tvm.compile(mod, target)
+        executable = compile_default(mod, target) if options.get("default_schedules", True) else tvm.compile(mod, target)
     # export_library links the LLVM objects with the system compiler (gcc/cc must be on PATH).
     executable.export_library(str(Path(workdir) / PAYLOAD))
     opts = {"entry": ENTRY, "static_dims": static_dims(model), "target_key": target_key(target),

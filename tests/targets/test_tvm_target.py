@@ -58,7 +58,7 @@ def test_manifest_payload_and_accuracy(artifact):
     assert opts["target_key"] == f"llvm-{opts['target']['mcpu']}-{opts['target']['num_cores']}c"
     assert m["attention"]["canonicalized"] == 1
     # Relax's ONNX frontend has no Attention-23: the canonical op is expanded before import.
-    assert m["attention"]["legalization"] == {"attention_native": 0, "attention_decomposed": 1}
+    assert m["attention"]["legalization"] == {"attention_native": 0, "attention_decomposed": 1, "conv_patchified": 0}
     # The specs stay symbolic; the library itself is compiled for batch 1 (static_dims above).
     assert m["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", S, H * D]}]
     assert m["outputs"] == [{"name": "y", "dtype": "float32", "shape": ["batch", S, H * D]}]
@@ -148,3 +148,28 @@ def test_digits_vit_end_to_end(tmp_path):
     assert m["accuracy"]["max_abs_error"] <= 1e-4, m["accuracy"]
     assert m["accuracy"]["top1"] == m["accuracy"]["reference_top1"]
     assert runtime.load(tmp_path / "digits").benchmark(runs=2, warmup=1)["latency"]["p50_ms"] > 0
+
+
+def test_default_schedules_cover_every_kernel_and_keep_the_numbers(tiny):
+    """An untuned build schedules every kernel (kernels/tvm_cpu_rules.py: tiled GEMMs in parallel,
+    vectorised layout ops) instead of LegalizeOps' serial loops, with the same outputs."""
+    import onnx_ir as ir
+
+    from edgeattn.kernels.tvm_cpu_rules import apply_default_schedules
+
+    model = ir.load(str(tiny))
+    tvm_target.legalize(model)
+    mod = tvm_target.import_relax(model)
+    target = tvm_target.host_target()
+    fused = tvm_target._fused(mod, target)
+    with target:
+        scheduled = apply_default_schedules()(fused)
+    prims = {gv.name_hint: f for gv, f in scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    assert prims and all(f.attrs and f.attrs.get("tirx.is_scheduled", False) for f in prims.values()), sorted(prims)
+    x = np.random.default_rng(2).standard_normal((1, S, H * D)).astype(np.float32)
+    outs = []
+    for ex in (tvm_target.compile_default(mod, target), tvm.compile(mod, target)):
+        vm = tvm.relax.VirtualMachine(ex, tvm.cpu())
+        outs.append(vm["main"](tvm.runtime.tensor(x)).numpy())
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outs[0], _ort_reference(tiny, {"x": x}), rtol=1e-4, atol=1e-4)
