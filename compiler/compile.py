@@ -131,19 +131,27 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
                 manifest["accuracy"]["note"] = ("measured on this host's kernels, which may round or saturate unlike the "
                                                 "device's; the budget was met in the device's arithmetic (quantization.measured_on)")
         else:
-            say("write reference outputs for the check on the device")
-            emulation = getattr(tgt, "host_emulation", None)
-            if emulation is not None and (target_options or {}).get("host_check", True):
-                say("check the precision plan on this CPU")
-                emulation = emulation(src.model, {**(target_options or {}), "precision": precision})
-            else:
-                emulation = None
-            manifest["accuracy"] = device_check.write(src, manifest, work, reference_run, why, emulation)
+            options = {**(target_options or {}), "precision": precision}
+            manifest["accuracy"] = _deferred_check(tgt, src, manifest, work, reference_run, why, options, say)
         manifest["compile_seconds"] = round(time.perf_counter() - t0, 2)
         if out is not None:
             files = {name: work / name for name in manifest["payload"].values()}
             artifact.write_artifact(out, manifest, files, overwrite=force)
     return manifest
+
+
+def _deferred_check(tgt, src: Source, manifest: dict, work: Path, reference_run, why: str, options: dict,
+                    say: Progress) -> dict:
+    """A target that cannot run here (tvm-cuda without a GPU): reference outputs for the device's
+    own check, and the target's host emulation of its precision plan where it has one."""
+    emulate = getattr(tgt, "host_emulation", None)
+    if emulate is not None and options.get("host_check", True):
+        say("check the precision plan on this CPU")
+        emulate = emulate(src.model, options)
+    else:
+        emulate = None
+    say("write reference outputs for the check on the device")
+    return device_check.write(src, manifest, work, reference_run, why, emulate)
 
 
 def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progress) -> dict:
