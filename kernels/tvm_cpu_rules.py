@@ -72,7 +72,18 @@ def rules():
                 return None
             block = red.block_rv
             lanes = _vector_lanes(target)
+            epilogue = [b.block_rv for b in infos[position + 1:]]
             *outer, i, j, k = sch.get_loops(block)
+            ext_i, ext_j = _extent(sch, i), _extent(sch, j)
+            if not epilogue and ext_j is not None and ext_i is not None and (ext_j % lanes or ext_i % self.ROWS):
+                # A ragged tile edge would keep the whole row scalar (the predicate blocks vectorising):
+                # pad the GEMM to whole tiles instead; the padding copies are small next to it.
+                try:
+                    sch.pad_einsum(block, [1] * len(outer) + [self.ROWS, lanes, 1])
+                except Exception:
+                    return None
+                epilogue = list(sch.get_consumers(block))
+                *outer, i, j, k = sch.get_loops(block)
             io, ii = sch.split(i, [None, self.ROWS])
             jo, ji = sch.split(j, [None, lanes])
             # Column strips outside row tiles: a thread walks down one strip of B (K × VEC floats,
@@ -82,9 +93,9 @@ def rules():
             local = sch.cache_write(block, 0, "local")
             sch.reverse_compute_at(local, io, preserve_unit_loops=True)
             tail = [local]
-            for b in infos[position + 1:]:  # bias, residual, GELU: on the tile, right after its write-back
-                sch.reverse_compute_at(b.block_rv, io, preserve_unit_loops=True)
-                tail.append(b.block_rv)
+            for b in epilogue:  # bias, residual, GELU (or the unpadding copy): on the tile, after its write-back
+                sch.reverse_compute_at(b, io, preserve_unit_loops=True)
+                tail.append(b)
             # parallel before decompose_reduction: the check wants the update block to keep its init
             sch.parallel(sch.fuse(*outer, jo, io))
             sch.decompose_reduction(block, k)

@@ -173,3 +173,30 @@ def test_default_schedules_cover_every_kernel_and_keep_the_numbers(tiny):
         outs.append(vm["main"](tvm.runtime.tensor(x)).numpy())
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(outs[0], _ort_reference(tiny, {"x": x}), rtol=1e-4, atol=1e-4)
+
+
+def test_ragged_gemm_is_padded_to_whole_tiles_and_stays_exact(tmp_path):
+    """A GEMM whose rows/columns do not divide into the register tile (attention's 198×198
+    scores) is padded to whole tiles (pad_einsum) rather than left scalar; same numbers."""
+    import onnx
+    import onnx_ir as ir
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 3, 37, 16]),
+                           helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 3, 16, 37])],
+                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 3, 37, 37])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    model = ir.from_proto(m)
+    mod, target = tvm_target.import_relax(model), tvm_target.host_target()
+    from edgeattn.kernels.tvm_cpu_rules import apply_default_schedules
+
+    with target:
+        scheduled = apply_default_schedules()(tvm_target._fused(mod, target))
+    script = next(f for gv, f in scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc)).script()
+    assert "pad" in script  # the padded operand copies
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((1, 3, 37, 16)).astype(np.float32), rng.standard_normal((1, 3, 16, 37)).astype(np.float32)
+    vm = tvm.relax.VirtualMachine(tvm_target.compile_default(mod, target), tvm.cpu())
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy(), a @ b, rtol=1e-5, atol=1e-5)
