@@ -31,6 +31,9 @@ def _print_tuning(m: dict) -> None:
     if applied.get("records"):
         out.print(f"tuned kernels: records for {applied['records']} of {applied['tasks']} tasks applied and shipped "
                   f"(from {escape(applied['database'])})")
+    if applied.get("slower_than_default"):
+        out.print(f"  {len(applied['slower_than_default'])} record(s) measured slower than the default schedule, not used: "
+                  + escape(", ".join(applied["slower_than_default"])))
     else:
         out.print("tuned kernels: none (no record in the database for this model's tasks; plain loops)")
 

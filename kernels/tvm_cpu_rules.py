@@ -160,3 +160,4 @@ def apply_default_schedules():
     from tvm.s_tir import dlight as dl
 
     return dl.ApplyDefaultSchedule(*rules())
+

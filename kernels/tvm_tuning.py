@@ -322,3 +322,32 @@ class TuningMonitor(logging.Handler):
             yield self
         finally:
             lg.removeHandler(self)
+
+
+def measure_defaults(task_mods: list, target, runner=None) -> list[float | None]:
+    """Mean run seconds of each task kernel under the default schedules (kernels/tvm_cpu_rules.py),
+    built and run by the same MetaSchedule builder and runner that measured the tuning records, so
+    the two compare (a record from a short run can be slower than the default). None: not measured."""
+    from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
+
+    from edgeattn.kernels.tvm_cpu_rules import apply_default_schedules  # noqa: PLC0415
+
+    import tvm  # noqa: PLC0415
+
+    scheduled = []
+    for m in task_mods:
+        with target:  # on a copy: the pass may update the module it is given in place (its DB key)
+            scheduled.append(apply_default_schedules()(tvm.IRModule(dict(m.functions_items()))))
+    built = make_builder("inprocess", 1).build([ms.builder.BuilderInput(m, target) for m in scheduled])
+    inputs, where = [], []
+    for i, (m, b) in enumerate(zip(scheduled, built)):
+        if b.error_msg is None:
+            inputs.append(ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(m["main"])))
+            where.append(i)
+    out: list[float | None] = [None] * len(task_mods)
+    runner = runner or ms.runner.LocalRunner(timeout_sec=60)
+    for i, future in zip(where, runner.run(inputs)):
+        r = future.result()
+        if r.error_msg is None and r.run_secs:
+            out[i] = sum(float(x) for x in r.run_secs) / len(r.run_secs)
+    return out

@@ -291,10 +291,11 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
     if options.get("apply_tuning", True) and tvm_tuning.has_records(db_dir):
         db = tvm_tuning.open_database(db_dir)
         tasks = _tasks(mod, target)
-        shipped = tvm_tuning.export_records(db, [t.dispatched[0] for t in tasks], Path(workdir) / TUNING_DIR)
-        applied = {"records": shipped, "tasks": len(tasks), "database": str(db_dir)}
-        if shipped:
-            executable = compile_default(mod, target, db)  # tasks without a record get the defaults
+        better, beaten = _records_that_beat_the_defaults(db, tasks, target)
+        shipped = tvm_tuning.export_records(db, better, Path(workdir) / TUNING_DIR)
+        applied = {"records": shipped, "tasks": len(tasks), "database": str(db_dir), "slower_than_default": beaten}
+        if shipped:  # compiled from the shipped subset: tasks without a (better) record get the defaults
+            executable = compile_default(mod, target, tvm_tuning.open_database(Path(workdir) / TUNING_DIR))
             payload["tuning_records"] = f"{TUNING_DIR}/{tvm_tuning.RECORDS}"
             payload["tuning_workloads"] = f"{TUNING_DIR}/{tvm_tuning.WORKLOADS}"
     if executable is None:
@@ -304,9 +305,26 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
     opts = {"entry": ENTRY, "static_dims": static_dims(model), "target_key": target_key(target),
             "tuned": applied["records"] > 0,
             "target": {"kind": "llvm", "mcpu": str(target.attrs["mcpu"]), "num_cores": int(target.attrs["num-cores"])}}
-    if applied["records"] or tuning:
+    if applied["records"] or tuning or applied.get("slower_than_default"):
         opts["tuning"] = {"applied": applied, **({"run": {k: v for k, v in tuning.items()}} if tuning else {})}
     return {"backend": RUNTIME_BACKEND, "payload": payload, "backend_options": opts}
+
+
+def _records_that_beat_the_defaults(db, tasks: list, target) -> tuple[list, list[str]]:
+    """Task modules whose best record ran faster than the default schedule (timed here the way
+    MetaSchedule's runner timed the record); a short tuning run can leave records that are slower."""
+    from edgeattn.kernels.tvm_tuning import best_record, measure_defaults  # noqa: PLC0415
+
+    found = [(t, r) for t in tasks if (r := best_record(db, t.dispatched[0])) is not None and r.run_secs]
+    defaults = measure_defaults([t.dispatched[0] for t, _ in found], target)
+    better, beaten = [], []
+    for (t, rec), default in zip(found, defaults):
+        tuned = sum(float(x) for x in rec.run_secs) / len(rec.run_secs)
+        if default is None or tuned < default:
+            better.append(t.dispatched[0])
+        else:
+            beaten.append(t.task_name)
+    return better, beaten
 
 
 def tune(model: ir.Model, options: dict) -> dict:

@@ -180,8 +180,11 @@ def test_cli_compile_with_tune_trials_then_tune(tmp_path):
     opts = m["backend_options"]
     run, applied = opts["tuning"]["run"], opts["tuning"]["applied"]
     assert run["trials"] == 4 and run["budget"] == 4 and run["failed_trials"] == 0
-    assert opts["tuned"] is True and 1 <= applied["records"] <= run["tasks"]
-    assert m["payload"]["tuning_records"] == RECORDS and RECORDS in m["files"]
+    # Every record is either applied (and shipped) or measured slower than the default schedule.
+    assert 1 <= applied["records"] + len(applied["slower_than_default"]) <= run["tasks"]
+    assert opts["tuned"] is (applied["records"] > 0)
+    if applied["records"]:
+        assert m["payload"]["tuning_records"] == RECORDS and RECORDS in m["files"]
     assert m["accuracy"]["max_abs_error"] <= 1e-4
     key = opts["target_key"]
     log_dir = Path(run["log_dir"])
@@ -204,7 +207,28 @@ def test_cli_compile_with_tune_trials_then_tune(tmp_path):
     after, workloads = tvm_tuning.count_records(db / key)
     assert after == before + 2 and workloads == run["tasks"]
     assert f"database: {after} tuning records for {workloads} workloads in {db / key}" in r.stdout
-    assert f"this model's tasks with a record: {applied['records'] + 2} of {run['tasks']}" in r.stdout
+    recorded = applied["records"] + len(applied["slower_than_default"])  # tasks the first run left a record for
+    assert f"this model's tasks with a record: {recorded + 2} of {run['tasks']}" in r.stdout
     assert "task_scheduler.cc" not in r.stdout + r.stderr
     assert not (tmp_path / "artifacts").exists()
     print(f"compile --tune-trials 4: {compile_s:.0f} s; tune --trials 2: {time.perf_counter() - t0 - compile_s:.0f} s")
+
+
+@pytest.mark.slow
+def test_records_slower_than_the_default_schedule_are_not_used(tuned, tmp_path):
+    """A short tuning run can leave records slower than the default schedules: those stay out of
+    the build (measured by the same MetaSchedule runner), the rest is applied."""
+    key = tuned["manifest"]["backend_options"]["target_key"]
+    slow = tmp_path / "db" / key
+    slow.mkdir(parents=True)
+    (slow / tvm_tuning.WORKLOADS).write_text((tuned["db"] / key / tvm_tuning.WORKLOADS).read_text())
+    lines = []
+    for line in (tuned["db"] / key / tvm_tuning.RECORDS).read_text().splitlines():
+        rec = json.loads(line)
+        rec[1][1] = [10.0]  # every record "ran" 10 s: the defaults beat them all
+        lines.append(json.dumps(rec))
+    (slow / tvm_tuning.RECORDS).write_text("\n".join(lines) + "\n")
+    m = compile_model(str(tuned["src"]), "tvm", tmp_path / "art", target_options={"tuning_db": str(tmp_path / "db")})
+    applied = m["backend_options"]["tuning"]["applied"]
+    assert applied["records"] == 0 and applied["slower_than_default"] and m["backend_options"]["tuned"] is False
+    assert m["accuracy"]["max_abs_error"] <= 1e-4
