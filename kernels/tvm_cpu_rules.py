@@ -41,21 +41,37 @@ def _try_vectorize(sch, loop) -> None:
         pass
 
 
+def _blocks(func, target):
+    """(schedule, normalized block infos) of an LLVM-target PrimFunc, else (None, None)."""
+    from tvm import s_tir, tirx
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        return None, None
+    sch = s_tir.Schedule(func)
+    return sch, normalize_prim_func(sch) or None
+
+
+def _inline(sch, infos) -> bool:
+    """compute_inline every block of `infos` (producers feeding the block that gets the schedule)."""
+    try:
+        for b in infos:
+            sch.compute_inline(b.block_rv)
+    except Exception:  # tvm's ScheduleError: this rule does not apply
+        return False
+    return True
+
+
 def rules():
     """The rules, in the order dlight tries them."""
-    from tvm import s_tir, tirx
     from tvm.s_tir.dlight import cpu as dl_cpu
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
     from tvm.s_tir.dlight.base import ScheduleRule
 
     class Matmul(ScheduleRule):
         ROWS = 6
 
         def apply(self, func, target, _tunable):
-            if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-                return None
-            sch = s_tir.Schedule(func)
-            infos = normalize_prim_func(sch)
+            sch, infos = _blocks(func, target)
             if not infos:
                 return None
             reductions = [b for b in infos if not b.is_injective()]
@@ -65,10 +81,7 @@ def rules():
             if red.dom_kind().count("R") != 1:
                 return None
             position = infos.index(red)
-            try:
-                for b in infos[:position]:  # e.g. a cast or transpose feeding the GEMM
-                    sch.compute_inline(b.block_rv)
-            except Exception:
+            if not _inline(sch, infos[:position]):  # e.g. a cast or transpose feeding the GEMM
                 return None
             block = red.block_rv
             lanes = _vector_lanes(target)
@@ -107,16 +120,8 @@ def rules():
 
     class Injective(ScheduleRule):
         def apply(self, func, target, _tunable):
-            if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-                return None
-            sch = s_tir.Schedule(func)
-            infos = normalize_prim_func(sch)
-            if not infos or not all(b.is_injective() for b in infos):
-                return None
-            try:
-                for b in infos[:-1]:
-                    sch.compute_inline(b.block_rv)
-            except Exception:
+            sch, infos = _blocks(func, target)
+            if not infos or not all(b.is_injective() for b in infos) or not _inline(sch, infos[:-1]):
                 return None
             loops = sch.get_loops(infos[-1].block_rv)
             if not loops:
@@ -133,16 +138,10 @@ def rules():
         """Any other single reduction (e.g. the patch-embedding conv2d): its spatial loops in parallel."""
 
         def apply(self, func, target, _tunable):
-            if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-                return None
-            sch = s_tir.Schedule(func)
-            infos = normalize_prim_func(sch)
+            sch, infos = _blocks(func, target)
             if not infos or infos[-1].is_injective() or not all(b.is_injective() for b in infos[:-1]):
                 return None
-            try:
-                for b in infos[:-1]:  # e.g. conv2d's padding copy
-                    sch.compute_inline(b.block_rv)
-            except Exception:
+            if not _inline(sch, infos[:-1]):  # e.g. conv2d's padding copy
                 return None
             kinds = infos[-1].dom_kind()
             spatial = len(kinds) - len(kinds.lstrip("S"))

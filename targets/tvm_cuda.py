@@ -125,6 +125,16 @@ def relax_functions(model: ir.Model, batches: list[int]) -> tuple:
     return mod, shared
 
 
+def relax_module(model: ir.Model, batches: list[int], precision: str) -> tuple:
+    """relax_functions with the precision plan applied (fp16: ToMixedPrecision, fp32 accumulation)."""
+    from tvm import relax
+
+    mod, shared = relax_functions(model, batches)
+    if precision == "fp16":
+        mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
+    return mod, shared
+
+
 def batch_symbols(model: ir.Model) -> set[str]:
     """Symbolic dims on axis 0 of the inputs: the batch. Other symbolic dims are fixed like the CPU target's."""
     return {s for v in model.graph.inputs if v.shape for s in [tvm_cpu._symbol(v.shape[0])] if s is not None}
@@ -188,16 +198,13 @@ def _resolved_dependency(lib: Path, soname: str) -> Path | None:
 
 def build(model: ir.Model, workdir: Path, options: dict) -> dict:
     import tvm
-    from tvm import relax
 
     precision = str(options.get("precision", "fp32")).lower()
     if precision not in PRECISIONS:
         raise ValueError(f"tvm-cuda precision {precision!r} is not supported — use one of {', '.join(PRECISIONS)}")
     arch, batches = _arch(options), _batches(options)
     graphs = bool(options.get("cuda_graph", True))
-    mod, shared = relax_functions(model, batches)
-    if precision == "fp16":
-        mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
+    mod, shared = relax_module(model, batches, precision)
     target = cuda_target(arch)
     with tvm.transform.PassContext(opt_level=3, config={"relax.backend.use_cuda_graph": graphs}):
         executable = tvm.compile(mod, target)
@@ -224,9 +231,7 @@ def host_emulation(model: ir.Model, options: dict):
     import tvm
     from tvm import relax
 
-    mod, _ = relax_functions(model, [1])
-    if str(options.get("precision", "fp32")).lower() == "fp16":
-        mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
+    mod, _ = relax_module(model, [1], str(options.get("precision", "fp32")).lower())
     vm = relax.VirtualMachine(tvm.compile(mod, tvm_cpu.host_target()), tvm.cpu())
     names = [v.name for v in model.graph.inputs]
 
