@@ -199,6 +199,7 @@ def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch
             "nn_agreement": c.accuracy.get("nn_agreement"), "peak_rss_mb": c.peak_rss_mb, "samples": len(c.times_ms),
             "speedup_vs_exact": (min(c.exact.round_medians) / best) if c.exact is not None else None,
             "plan": ", ".join(step_specs(c.plan)) if c.plan and c.plan.get("accepted") else None,
+            "held_out_cosine": ((c.plan or {}).get("held_out") or {}).get("cosine"),
         })
     return rows
 

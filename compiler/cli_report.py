@@ -96,8 +96,17 @@ def _print_plan(plan: dict) -> None:
         out.print(f"GEMM FLOPs: {flops['exact'] / 1e9:.3g} → {flops['plan'] / 1e9:.3g} G ({flops['exact'] / flops['plan']:.2f}× fewer)")
     if lat:
         out.print(f"latency ({lat['measured_on']}): exact {lat['exact_ms']:.3g} ms → plan {lat['plan_ms']:.3g} ms ({lat['speedup']:.2f}×)")
+    held = plan.get("held_out")
+    if held:
+        mark = "" if held.get("cosine_within_budget", True) else " [yellow](below the budget's cosine)[/]"
+        out.print(f"held-out inputs ({len(held['seeds'])} the search never saw): cosine {held['cosine']:.6g}, "
+                  f"max abs error {held['max_abs_error']:.3g}{mark}")
     if search:
-        out.print(f"auto search: {search.get('evaluations', 0)} measured candidates ({search.get('family', '')})")
+        fams = {n: f for n, f in (search.get("families") or {}).items() if isinstance(f, dict)}
+        picks = ", ".join(f"{n} {f['latency_ms']:.3g} ms" if "latency_ms" in f else f"{n}: {f.get('reason', 'searched')}"
+                          for n, f in fams.items())
+        out.print(f"auto search: {search.get('evaluations', 0)} measured candidates; chosen: {search.get('family', '')}"
+                  + (f" ({escape(picks)})" if picks else ""))
     if not plan["accepted"]:
         out.print(f"[yellow]fallback[/] {escape(plan['reason'])}")
 

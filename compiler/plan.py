@@ -130,11 +130,13 @@ def describe(values: dict[str, float]) -> str:
     return ", ".join(f"{k} = {v:.6g}" for k, v in values.items())
 
 
-def measure_candidate(model: ir.Model, feeds: dict, reference_out: list, zoo_model=None,
+def measure_candidate(model: ir.Model, feeds: dict | list[dict], reference_out: list, zoo_model=None,
                       reference_top1: float | None = None, reference_embeddings=None, runner=None) -> dict:
-    """`runner(model) -> run(feeds)`; default ORT with optimizations off (the graph's own numbers)."""
+    """`runner(model) -> run(feeds)`; default ORT with optimizations off (the graph's own numbers).
+    With a list of feeds, `reference_out` holds their outputs one after another; the lowest cosine
+    and the largest error over them count."""
     run = (runner or _ort_unoptimized)(model)
-    acc = accuracy.compare(reference_out, run(feeds))
+    acc = accuracy.compare(reference_out, [out for f in (feeds if isinstance(feeds, list) else [feeds]) for out in run(f)])
     if zoo_model is not None and zoo_model.evaluate_top1 is not None and reference_top1 is not None:
         name = zoo_model.inputs[0].name
         acc["top1"], acc["reference_top1"] = zoo_model.evaluate_top1(lambda x: run({name: x})[0]), reference_top1
@@ -148,11 +150,10 @@ def _ort_unoptimized(model: ir.Model):
     return accuracy.onnx_reference_runner(ir.to_proto(model).SerializeToString())
 
 
-def apply_plan(model: ir.Model, steps: list[RewriteStep], budget: Budget,
-               measure: Callable[[ir.Model], dict], say: Callable[[str], None],
-               calibration: Callable[[], list[dict]] | None = None) -> tuple[ir.Model, dict]:
-    """Apply `steps` to a copy of the exact `model`; keep it only if `budget` is met. Passes that
-    need calibration data (NEEDS_CALIBRATION) get `calibration()`."""
+def build_plan(model: ir.Model, steps: list[RewriteStep], say: Callable[[str], None],
+               calibration: Callable[[], list[dict]] | None = None) -> tuple[ir.Model, list[dict]]:
+    """`steps` applied to a copy of `model`; passes that need calibration data
+    (NEEDS_CALIBRATION) get `calibration()`. Returns the copy and what each step changed."""
     candidate = ir.from_proto(ir.to_proto(model))
     applied = []
     for step in steps:
@@ -168,6 +169,14 @@ def apply_plan(model: ir.Model, steps: list[RewriteStep], budget: Budget,
             raise CompileError(f"bad settings for rewrite '{step.name}': {e}") from None
         p(candidate)
         applied.append({**step.to_dict(), "count": p.sites_changed, "details": p.details})
+    return candidate, applied
+
+
+def apply_plan(model: ir.Model, steps: list[RewriteStep], budget: Budget,
+               measure: Callable[[ir.Model], dict], say: Callable[[str], None],
+               calibration: Callable[[], list[dict]] | None = None) -> tuple[ir.Model, dict]:
+    """Apply `steps` to a copy of the exact `model`; keep it only if `budget` is met."""
+    candidate, applied = build_plan(model, steps, say, calibration)
     say("measure the plan against the budget")
     acc = measure(candidate)
     values = budget.measure(acc)

@@ -1,134 +1,65 @@
-"""`--rewrite auto`: a measured per-layer search for the cheapest token-merging schedule that
-stays inside the accuracy budget.
+"""`--rewrite auto`: a measured search for the fastest rewrite plan inside the accuracy budget.
 
-1. Sensitivity: each layer alone (and the merge before the first block, on the embeddings),
-   its merge count r bisected on a grid (steps of ~1/16 of the tokens) → the largest r that
-   layer takes alone and still meets the budget.
-2. Joint: the schedule α · r_alone, α bisected, measured as a whole (errors add up across layers).
-3. Greedy: raise single layers one grid step, cheapest-FLOPs gain first, keep what still meets it.
-Before that, one probe picks proportional attention on or off (whichever keeps more margin).
-Every candidate is measured (the same meter as explicit plans: reference outputs, labelled data
-where the model has it). The objective is the graph's GEMM FLOPs at batch 1; the chosen schedule
-is then timed against the exact graph (ONNX Runtime, interleaved repeats) and dropped if it is
-not faster.
+Each family searches its own per-layer schedule for the fewest GEMM FLOPs inside the budget
+(compiler/search_tome.py: token merging; compiler/search_prune.py: class-token pruning), every
+candidate measured against the reference. The families' picks are then timed against each other
+on ONNX Runtime (interleaved rounds: FLOPs do not see the cost of the ops a rewrite adds, which
+decides on small models) and the fastest is the plan. compile then times it against the exact
+graph and drops it if it is not faster.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from typing import Callable
 
 import numpy as np
 import onnx_ir as ir
 
-from edgeattn.compiler.flops import graph_flops
-from edgeattn.compiler.plan import Budget, RewriteStep, describe
-from edgeattn.passes._tokens import prefix_tokens
-from edgeattn.passes.token_merging import TokenMerging
+from edgeattn.compiler.errors import CompileError
+from edgeattn.compiler.plan import Budget, RewriteStep, build_plan
+
+FAMILIES = {"tome": "edgeattn.compiler.search_tome:search",
+            "cls-prune": "edgeattn.compiler.search_prune:search"}
 
 
-def _clone(model: ir.Model) -> ir.Model:
-    return ir.from_proto(ir.to_proto(model))
-
-
-class _Search:
-    def __init__(self, model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
-                 say: Callable[[str], None], max_evals: int) -> None:
-        self.model, self.budget, self.measure, self.say, self.max_evals = model, budget, measure, say, max_evals
-        self.trials: list[dict] = []
-        self._cache: dict[tuple, dict] = {}
-        self.prop_attn = True
-
-    def evaluate(self, schedule: tuple[int, ...], prop_attn: bool | None = None) -> dict:
-        prop = self.prop_attn if prop_attn is None else prop_attn
-        key = (prop, *schedule)
-        if key in self._cache:
-            return self._cache[key]
-        if len(self.trials) >= self.max_evals:
-            return {"ok": False, "flops": None, "value": None, "skipped": "evaluation budget spent"}
-        cand = _clone(self.model)
-        TokenMerging(r=list(schedule[1:]), embed_r=schedule[0], prop_attn=prop)(cand)
-        values = self.budget.measure(self.measure(cand))
-        trial = {"r": list(schedule), "prop_attn": prop, "value": values, "ok": self.budget.met(values),
-                 "flops": graph_flops(cand)}
-        self.trials.append(trial)
-        self._cache[key] = trial
-        mark = "ok" if trial["ok"] else "over budget"
-        self.say(f"auto #{len(self.trials)}: r={list(schedule)} {describe(values)} {mark}")
-        return trial
-
-
-def _largest(ok: Callable[[int], bool], hi: int) -> int:
-    """Largest k in [0, hi] with ok(k), assuming ok is monotone (true up to some point)."""
-    lo = 0
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+def _families(names) -> list[str]:
+    chosen = [n for n in (names.split(",") if isinstance(names, str) else names) if n]
+    unknown = [n for n in chosen if n not in FAMILIES]
+    if unknown or not chosen:
+        raise CompileError(f"unknown auto family '{','.join(unknown)}'", f"families: {', '.join(FAMILIES)}")
+    return chosen
 
 
 def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict], say: Callable[[str], None],
-           max_evals: int = 60) -> tuple[list[RewriteStep], dict]:
-    """The token-merging schedule (one r per Attention site) with the fewest FLOPs inside `budget`."""
-    probe = _clone(model)
-    p0 = TokenMerging(r=0)
-    p0(probe)
-    tokens = [t["tokens"] for t in p0.details["tokens_in"]]
-    sites = p0.details["sites"]
-    if not tokens or len(tokens) != sites:
-        reasons = "; ".join(s["reason"] for s in p0.details["skipped"]) or "no attention sites"
-        return [], {"family": "tome", "reason": f"no schedule to search: {reasons}"}
-    protect = prefix_tokens(probe, tokens[0])
-    step = max(1, (tokens[0] - protect) // 16)
-    levels = max(1, (tokens[0] - protect) // 2 // step)
-    s = _Search(model, budget, measure, say, max_evals)
-    # A schedule is (r before the first block, r after block 0, …, r after block L−1).
-    sites += 1
-    zero = (0,) * sites
-
-    def with_layer(layer: int, r: int) -> tuple[int, ...]:
-        return tuple(r if i == layer else v for i, v in enumerate(zero))
-
-    # Proportional attention (ToMe's +log size) helps some models and hurts others: probe both on
-    # a moderate schedule (a quarter of the tokens after the first block) and keep the better one.
-    probe_schedule = with_layer(1, max(step, (tokens[0] - protect) // 4))
-    probes = {prop: s.evaluate(probe_schedule, prop) for prop in (True, False)}
-    s.prop_attn = max(probes, key=lambda prop: s.budget.margin(probes[prop]["value"]))
-    alone = [_largest(lambda k, i=i: s.evaluate(with_layer(i, k * step))["ok"], levels) for i in range(sites)]
-
-    def scaled(a: float) -> tuple[int, ...]:
-        return tuple(int(a * k) * step for k in alone)
-
-    grid = 8
-    best = scaled(_largest(lambda g: s.evaluate(scaled(g / grid))["ok"], grid) / grid)
-    best_flops = s.evaluate(best)["flops"]
-    # Greedy: one more step on a single layer, kept when it stays inside and removes FLOPs
-    # (a layer already merging all it can does not); earlier layers first (they save the most).
-    improved = True
-    while improved and len(s.trials) < max_evals:
-        improved = False
-        for i in range(sites):
-            if best[i] // step >= levels:
-                continue
-            cand = tuple(v + step if j == i else v for j, v in enumerate(best))
-            trial = s.evaluate(cand)
-            if trial["ok"] and trial["flops"] < best_flops:
-                best, best_flops, improved = cand, trial["flops"], True
-    record = {"family": "tome", "grid_step": step, "protect": protect, "alone": [k * step for k in alone[1:]],
-              "embed_alone": alone[0] * step, "chosen": list(best[1:]), "embed_r": best[0],
-              "evaluations": len(s.trials), "trials": s.trials, "flops_exact": graph_flops(model),
-              "prop_attn": s.prop_attn}
-    if not any(best):
-        record["reason"] = "no layer can merge tokens inside the budget"
-        return [], record
-    record["flops_chosen"] = best_flops
-    # Each layer's own error at its chosen r (that layer merging alone), for `edgeattn explain`.
-    errors = [None if not r else s.evaluate(with_layer(i, r))["value"] for i, r in enumerate(best)]
-    record["embed_error"], record["layer_error"] = errors[0], errors[1:]
-    return [RewriteStep("tome", {"r": list(best[1:]), "embed_r": best[0], "prop_attn": int(s.prop_attn)})], record
+           max_evals: int = 60, families="tome,cls-prune", feeds: dict | None = None,
+           calibration: Callable[[], list[dict]] | None = None) -> tuple[list[RewriteStep], dict]:
+    """Each family's pick (at most `max_evals` measured candidates each), the fastest one on ORT
+    when `feeds` are given (else the one with the fewest FLOPs)."""
+    records, picks = {}, {}
+    for name in _families(families):
+        module, fn = FAMILIES[name].split(":")
+        steps, rec = getattr(importlib.import_module(module), fn)(model, budget, measure, say, max_evals=max_evals)
+        records[name] = rec
+        if steps:
+            picks[name] = steps
+    summary = {n: {k: v for k, v in r.items() if k != "trials"} for n, r in records.items()}
+    total = sum(r.get("evaluations", 0) for r in records.values())
+    if not picks:
+        reason = "; ".join(f"{n}: {r['reason']}" for n, r in records.items())
+        return [], {"family": "none", "reason": reason, "families": summary, "evaluations": total}
+    if feeds is not None and len(picks) > 1:
+        say(f"auto: time the picks of {', '.join(picks)} against each other")
+        graphs = [build_plan(model, picks[n], lambda _s: None, calibration)[0] for n in picks]
+        for n, ms in zip(picks, time_models(graphs, feeds)):
+            summary[n]["latency_ms"] = ms
+        chosen = min(picks, key=lambda n: summary[n]["latency_ms"])
+        summary["chosen_by"] = "measured latency on onnxruntime CPU"
+    else:
+        chosen = min(picks, key=lambda n: records[n]["flops_chosen"])
+    record = {**records[chosen], "families": summary, "evaluations": total}
+    return picks[chosen], record
 
 
 def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20) -> float:
@@ -148,10 +79,16 @@ def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20) -> float:
     return float(np.median(times) * 1e3)
 
 
+def time_models(models: list[ir.Model], feeds: dict, rounds: int = 3) -> list[float]:
+    """Interleaved rounds on ORT; each model's best round median (ms)."""
+    best = [float("inf")] * len(models)
+    for _ in range(rounds):
+        for i, m in enumerate(models):
+            best[i] = min(best[i], ort_latency_ms(m, feeds))
+    return best
+
+
 def compare_latency(exact: ir.Model, chosen: ir.Model, feeds: dict, rounds: int = 3) -> dict:
     """Interleaved rounds of exact vs chosen on ORT; speedup = min exact / min chosen."""
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(ort_latency_ms(exact, feeds))
-        b.append(ort_latency_ms(chosen, feeds))
-    return {"exact_ms": min(a), "plan_ms": min(b), "speedup": min(a) / min(b), "measured_on": "onnxruntime CPU"}
+    a, b = time_models([exact, chosen], feeds, rounds)
+    return {"exact_ms": a, "plan_ms": b, "speedup": a / b, "measured_on": "onnxruntime CPU"}

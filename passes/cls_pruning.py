@@ -21,16 +21,20 @@ from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 
 
 class ClassTokenPruning(ir.passes.InPlacePass):
-    """Settings: keep (fraction of patch tokens kept at each chosen layer, 0 < keep ≤ 1), layers
-    (Attention site indices after which to prune; default EViT's: after 1/4, 1/2, 3/4 of the
-    depth), fuse (fold the dropped tokens into one), protect (leading tokens; default found)."""
+    """Settings: keep (fraction of the patch tokens reaching a chosen layer that it keeps,
+    0 < keep ≤ 1: one value, or one per chosen layer), layers (Attention site indices after which
+    to prune; default EViT's: after 1/4, 1/2, 3/4 of the depth), fuse (fold the dropped tokens
+    into one), protect (leading tokens; default found)."""
 
-    def __init__(self, keep: float = 0.7, layers: list[int] | None = None, fuse: bool | int = True,
-                 protect: int | None = None) -> None:
+    def __init__(self, keep: float | list[float] | str = 0.7, layers: list[int] | None = None,
+                 fuse: bool | int = True, protect: int | None = None) -> None:
         super().__init__()
-        if not 0 < float(keep) <= 1:
+        keeps = [float(v) for v in keep.split(",")] if isinstance(keep, str) else (
+            [float(v) for v in keep] if isinstance(keep, (list, tuple)) else [float(keep)])
+        if not keeps or not all(0 < v <= 1 for v in keeps):
             raise ValueError(f"cls-prune needs 0 < keep ≤ 1, got {keep}")
-        self.keep, self.layers, self.fuse, self.protect = float(keep), layers, bool(fuse), protect
+        self.keep = keeps[0] if len(keeps) == 1 else keeps
+        self.layers, self.fuse, self.protect = layers, bool(fuse), protect
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -38,6 +42,7 @@ class ClassTokenPruning(ir.passes.InPlacePass):
         blocks, skipped = find_blocks(model)
         sites = [n for n in model.graph if n.op_type == "Attention"]
         layers = self.layers if self.layers is not None else sorted({len(sites) * f // 4 for f in (1, 2, 3)})
+        keep_at = _keep_per_layer(self.keep, layers)
         pruned = []
         chosen = [b for b in blocks if b.index in layers]
         if chosen:
@@ -52,7 +57,7 @@ class ClassTokenPruning(ir.passes.InPlacePass):
                 tokens = chosen[0].tokens
                 for block in chosen:
                     body = tokens - p
-                    keep = max(1, math.ceil(body * self.keep))
+                    keep = max(1, math.ceil(body * keep_at[block.index]))
                     if keep >= body:
                         continue
                     after = _prune(model, block, tokens, p, keep, self.fuse)
@@ -63,6 +68,14 @@ class ClassTokenPruning(ir.passes.InPlacePass):
         self.sites_changed = len(pruned)
         self.details = {"sites": len(sites), "pruned": pruned, "skipped": skipped, "keep": self.keep, "fuse": self.fuse}
         return ir.passes.PassResult(model, modified=bool(pruned))
+
+
+def _keep_per_layer(keep: float | list[float], layers: list[int]) -> dict[int, float]:
+    if not isinstance(keep, list):
+        return {layer: keep for layer in layers}
+    if len(keep) != len(layers):
+        raise ValueError(f"cls-prune got {len(keep)} keep values for {len(layers)} layers")
+    return dict(zip(layers, keep))
 
 
 def _prune(model: ir.Model, block: Block, n: int, p: int, keep: int, fuse: bool) -> int:

@@ -62,11 +62,11 @@ def test_missed_budget_ships_the_exact_graph(causal, tmp_path):
 
 def test_cli_rewrite_and_explain(causal, tmp_path):
     r = edgeattn("compile", str(causal), "-o", str(tmp_path / "a"), "--rewrite", "sink-window:sink=1,window=2",
-                 "--budget", "cosine>=0.5")
+                 "--budget", "cosine>=0.3")
     assert r.returncode == 0, r.stderr
     assert "accepted" in r.stdout
     saved = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    assert saved["plan"]["accepted"] and saved["plan"]["budget"] == "cosine>=0.5"
+    assert saved["plan"]["accepted"] and saved["plan"]["budget"] == "cosine>=0.3"
     r = edgeattn("explain", str(tmp_path / "a"))
     assert r.returncode == 0 and "sink-window" in r.stdout and "window=2" in r.stdout
 

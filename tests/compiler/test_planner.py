@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 import pytest
 
@@ -28,7 +29,7 @@ def test_search_finds_the_largest_schedule_inside_the_budget(deit):
     # A meter whose "cosine" falls with the FLOPs removed: the budget allows removing 40%.
     exact = graph_flops(deit)
     meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
-    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None)
+    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, families="tome")
     assert [s.name for s in steps] == ["tome"]
     chosen = record["chosen"]
     assert len(chosen) == 3 and record["grid_step"] == 1 and record["protect"] == 2
@@ -47,7 +48,7 @@ def test_search_with_nothing_affordable_returns_no_plan(deit):
     exact = graph_flops(deit)
     meter = lambda m: {"cosine": 1.0 if _saved(m, exact) == 0 else 0.5, "max_abs_error": 0.0}
     steps, record = planner.search(deit, Budget.parse("cosine>=0.99"), meter, lambda _: None)
-    assert steps == [] and "no layer can merge" in record["reason"]
+    assert steps == [] and "no layer can merge" in record["reason"] and "no layer can prune" in record["reason"]
 
 
 def test_auto_finds_the_free_merge_after_the_last_attention(deit, tmp_path):
@@ -55,7 +56,7 @@ def test_auto_finds_the_free_merge_after_the_last_attention(deit, tmp_path):
     patch tokens there is exact: a near-zero max-abs budget admits that layer and no other."""
     path = tmp_path / "deit.onnx"
     ir.save(deit, path)
-    m = compile_model(str(path), "ort", tmp_path / "a", rewrites=["auto"], budget="max-abs<=1e-5")
+    m = compile_model(str(path), "ort", tmp_path / "a", rewrites=["auto:families=tome"], budget="max-abs<=1e-5")
     search = m["plan"]["search"]
     assert search["embed_r"] == 0 and search["chosen"][:2] == [0, 0] and search["chosen"][2] > 0
     assert m["accuracy"]["max_abs_error"] <= 1e-5
@@ -85,6 +86,57 @@ def test_probe_picks_proportional_attention_by_margin(deit):
         masked = any(len(n.inputs) > 3 and n.inputs[3] is not None for n in m.graph if n.op_type == "Attention")
         return {"cosine": 1.0 - 0.05 * _saved(m, exact) - (0.01 if masked else 0.0), "max_abs_error": 0.0}
 
-    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None)
+    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, families="tome")
     assert record["prop_attn"] is False and steps[0].settings["prop_attn"] == 0
     assert {t["prop_attn"] for t in record["trials"][:2]} == {True, False}
+
+
+def test_cls_prune_search_stays_inside_the_budget_and_skips_hopeless_layers(deit):
+    exact = graph_flops(deit)
+    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
+    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, families="cls-prune")
+    assert [s.name for s in steps] == ["cls-prune"] and record["family"] == "cls-prune"
+    assert all(t["ok"] == (t["value"]["cosine"] >= 0.98) for t in record["trials"])
+    best = min((t for t in record["trials"] if t["ok"]), key=lambda t: t["flops"])
+    assert record["flops_chosen"] == best["flops"] < exact
+    layers, keeps = steps[0].settings["layers"], steps[0].settings["keep"]
+    assert layers == sorted(layers) and 2 not in layers  # never after the last block
+    # the chosen site's keep cannot go one grid step lower inside the budget
+    last = {**{str(i): k for i, k in zip(layers, keeps)}}
+    lower = {int(i): k for i, k in last.items()} | {layers[-1]: keeps[-1] - 1 / 16}
+    trial = next((t for t in record["trials"] if t["keep"] == lower), None)
+    assert trial is None or not trial["ok"]
+
+
+def test_cls_prune_search_on_a_model_it_cannot_prune():
+    from ..tiny_models import tiny_causal_attention_onnx  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = ir.load(tiny_causal_attention_onnx(Path(tmp) / "c.onnx"))
+    steps, record = planner.search(model, Budget.parse("cosine>=0.9"), lambda m: {"cosine": 1.0}, lambda _: None,
+                                   families="cls-prune")
+    assert steps == [] and "no schedule to search" in record["reason"]
+
+
+def test_families_are_chosen_by_measured_latency(deit, monkeypatch):
+    """FLOPs pick one family, the (stubbed) clock the other: the clock wins and is recorded."""
+    exact = graph_flops(deit)
+    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
+    budget = Budget.parse("cosine>=0.98")
+    by_flops, _ = planner.search(deit, budget, meter, lambda _: None)
+    other = "cls-prune" if by_flops[0].name == "tome" else "tome"
+    is_tome = lambda m: any(n.op_type == "ScatterElements" for n in m.graph)  # the merge's scatter-add
+    clock = lambda models, feeds: [1.0 if is_tome(m) == (other == "tome") else 2.0 for m in models]
+    monkeypatch.setattr(planner, "time_models", clock)
+    feeds = {"pixel_values": np.zeros((1, 3, 32, 32), np.float32)}
+    steps, record = planner.search(deit, budget, meter, lambda _: None, feeds=feeds)
+    assert steps[0].name == other == record["family"]
+    assert record["families"]["chosen_by"].startswith("measured latency")
+    assert {n: record["families"][n]["latency_ms"] for n in ("tome", "cls-prune")}[other] == 1.0
+
+
+def test_unknown_family_is_one_clear_error(deit):
+    with pytest.raises(CompileError, match="unknown auto family 'bogus'"):
+        planner.search(deit, Budget.parse("cosine>=0.98"), lambda m: {}, lambda _: None, families="tome,bogus")

@@ -77,3 +77,13 @@ def test_selection_matches_a_numpy_reference(deit_proto):
     model.graph.outputs.extend([block.stream, att.inputs[0], att.inputs[1], ln.inputs[0]])
     _, x, q, k, got = ort_run(model, _x())
     np.testing.assert_allclose(got, _reference(x, q, k, heads=2, keep=8, p=2), atol=1e-5)
+
+
+def test_keep_per_layer(deit_proto):
+    model = ir.from_proto(deit_proto)
+    p = ClassTokenPruning(keep="0.5,0.25", layers=[0, 1])
+    p(model)
+    # 16 patches → 8 (+1 fused) after layer 0; 9 → ceil(9/4) = 3 (+1) after layer 1
+    assert _tokens(model) == [18, 11, 6] and [s["kept"] for s in p.details["pruned"]] == [8, 3]
+    with pytest.raises(ValueError, match="2 keep values for 1 layers"):
+        ClassTokenPruning(keep=[0.5, 0.25], layers=[0])(ir.from_proto(deit_proto))
