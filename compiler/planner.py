@@ -20,8 +20,7 @@ import onnx_ir as ir
 from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.plan import Budget, RewriteStep, build_plan
 
-FAMILIES = {"tome": "edgeattn.compiler.search_tome:search",
-            "cls-prune": "edgeattn.compiler.search_prune:search"}
+FAMILIES = {"tome": "edgeattn.compiler.search_tome", "cls-prune": "edgeattn.compiler.search_prune"}
 
 
 def _families(names) -> list[str]:
@@ -39,8 +38,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     when `feeds` are given (else the one with the fewest FLOPs)."""
     records, picks = {}, {}
     for name in _families(families):
-        module, fn = FAMILIES[name].split(":")
-        steps, rec = getattr(importlib.import_module(module), fn)(model, budget, measure, say, max_evals=max_evals)
+        steps, rec = importlib.import_module(FAMILIES[name]).search(model, budget, measure, say, max_evals=max_evals)
         records[name] = rec
         if steps:
             picks[name] = steps
@@ -60,6 +58,30 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
         chosen = min(picks, key=lambda n: records[n]["flops_chosen"])
     record = {**records[chosen], "families": summary, "evaluations": total}
     return picks[chosen], record
+
+
+def validated(model: ir.Model, steps: list[RewriteStep], record: dict, cosine: Callable[[ir.Model], float],
+              floor: float, say: Callable[[str], None], max_checks: int = 12) -> tuple[list[RewriteStep], dict]:
+    """The search's pick if its output cosine on validation inputs (which the search did not
+    measure) also reaches `floor`; else the cheapest of the family's in-budget trials that does.
+    Returns no steps when none of the first `max_checks` does."""
+    steps_of = importlib.import_module(FAMILIES[record["family"]]).steps_of
+    ok = sorted((t for t in record.get("trials", []) if t["ok"] and t["flops"] > record["flops_chosen"]),
+                key=lambda t: t["flops"])
+    checks, seen = [], set()
+    for cand in [steps] + [steps_of(t) for t in ok]:
+        key = repr([s.to_dict() for s in cand])
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(checks) >= max_checks:
+            break
+        value = cosine(build_plan(model, cand, lambda _s: None)[0])
+        checks.append({"rewrites": [s.to_dict() for s in cand], "cosine": value, "ok": value >= floor})
+        say(f"auto: validation #{len(checks)}: cosine {value:.6g} {'ok' if value >= floor else 'below ' + str(floor)}")
+        if value >= floor:
+            return cand, {"floor": floor, "checks": checks, "passed": True}
+    return [], {"floor": floor, "checks": checks, "passed": False}
 
 
 def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20) -> float:

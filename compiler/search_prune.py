@@ -37,7 +37,7 @@ class _Search(Trials):
 
     def evaluate(self, schedule: dict[int, int]) -> dict:
         key = tuple(sorted(schedule.items()))
-        label = {"keep": {i: schedule[i] / GRID for i in sorted(schedule)}}
+        label = {"keep": {i: schedule[i] / GRID for i in sorted(schedule)}}  # int keys until saved
         return super().evaluate(key, lambda m: _pass(schedule)(m), label)
 
     def flops(self, schedule: dict[int, int]) -> int:
@@ -91,3 +91,9 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     record["layer_error"] = [s.evaluate({i: best[i]})["value"] if i in best else None for i in range(sites)]
     layers = sorted(best)
     return [RewriteStep("cls-prune", {"keep": [best[i] / GRID for i in layers], "layers": layers})], record
+
+
+def steps_of(trial: dict) -> list[RewriteStep]:
+    """A measured trial as the plan that produced it."""
+    keep = {int(i): v for i, v in trial["keep"].items()}  # JSON turns the layer keys into strings
+    return [RewriteStep("cls-prune", {"keep": [keep[i] for i in sorted(keep)], "layers": sorted(keep)})]

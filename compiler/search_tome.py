@@ -96,3 +96,9 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     errors = [None if not r else s.evaluate(with_layer(i, r))["value"] for i, r in enumerate(best)]
     record["embed_error"], record["layer_error"] = errors[0], errors[1:]
     return [RewriteStep("tome", {"r": list(best[1:]), "embed_r": best[0], "prop_attn": int(s.prop_attn)})], record
+
+
+def steps_of(trial: dict) -> list[RewriteStep]:
+    """A measured trial as the plan that produced it."""
+    r = trial["r"]
+    return [RewriteStep("tome", {"r": list(r[1:]), "embed_r": r[0], "prop_attn": int(trial["prop_attn"])})]
