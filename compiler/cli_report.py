@@ -99,7 +99,7 @@ def _print_plan(plan: dict) -> None:
     held = plan.get("held_out")
     if held:
         mark = "" if held.get("cosine_within_budget", True) else " [yellow](below the budget's cosine)[/]"
-        out.print(f"held-out inputs ({len(held['seeds'])} the search never saw): cosine {held['cosine']:.6g}, "
+        out.print(f"held-out random inputs ({len(held['seeds'])} that no choice measured): cosine {held['cosine']:.6g}, "
                   f"max abs error {held['max_abs_error']:.3g}{mark}")
     if search:
         fams = {n: f for n, f in (search.get("families") or {}).items() if isinstance(f, dict)}

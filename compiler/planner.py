@@ -61,31 +61,39 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
 
 
 def validated(model: ir.Model, steps: list[RewriteStep], record: dict, cosine: Callable[[ir.Model], float],
-              floor: float, say: Callable[[str], None], max_checks: int = 12) -> tuple[list[RewriteStep], dict]:
+              floor: float, say: Callable[[str], None]) -> tuple[list[RewriteStep], dict]:
     """The search's pick if its output cosine on validation inputs (which the search did not
-    measure) also reaches `floor`; else the cheapest of the family's in-budget trials that does.
-    Returns no steps when none of the first `max_checks` does."""
+    measure) also reaches `floor`; else the cheapest of the family's in-budget trials that does,
+    found by bisection over them in FLOPs order (more FLOPs kept is taken to be safer; the
+    search's picks crowd at the budget's edge, so walking them one by one would not get out)."""
     steps_of = importlib.import_module(FAMILIES[record["family"]]).steps_of
     ok = sorted((t for t in record.get("trials", []) if t["ok"] and t["flops"] > record["flops_chosen"]),
                 key=lambda t: t["flops"])
-    checks, seen = [], set()
-    for cand in [steps] + [steps_of(t) for t in ok]:
-        key = repr([s.to_dict() for s in cand])
-        if key in seen:
-            continue
-        seen.add(key)
-        if len(checks) >= max_checks:
-            break
+    checks: list[dict] = []
+
+    def passes(cand: list[RewriteStep]) -> bool:
         value = cosine(build_plan(model, cand, lambda _s: None)[0])
         checks.append({"rewrites": [s.to_dict() for s in cand], "cosine": value, "ok": value >= floor})
-        say(f"auto: validation #{len(checks)}: cosine {value:.6g} {'ok' if value >= floor else 'below ' + str(floor)}")
-        if value >= floor:
-            return cand, {"floor": floor, "checks": checks, "passed": True}
-    return [], {"floor": floor, "checks": checks, "passed": False}
+        say(f"auto: validation #{len(checks)}: cosine {value:.6g} {'ok' if value >= floor else f'below {floor}'}")
+        return value >= floor
+
+    if passes(steps):
+        return steps, {"floor": floor, "checks": checks, "passed": True}
+    if not ok or not passes(steps_of(ok[-1])):
+        return [], {"floor": floor, "checks": checks, "passed": False}
+    lo, hi = 0, len(ok) - 1  # ok[hi] passes; find the first that does
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if passes(steps_of(ok[mid])):
+            hi = mid
+        else:
+            lo = mid + 1
+    return steps_of(ok[hi]), {"floor": floor, "checks": checks, "passed": True}
 
 
-def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20) -> float:
-    """Median latency on ONNX Runtime (graph optimizations on, 1 session)."""
+def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20, min_seconds: float = 0.25) -> float:
+    """Median latency on ONNX Runtime (graph optimizations on, 1 session): at least `runs` runs and
+    `min_seconds` of them (a 1 ms model needs hundreds for a stable median)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -93,8 +101,8 @@ def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20) -> float:
     sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
     for _ in range(3):
         sess.run(None, feeds)
-    times = []
-    for _ in range(runs):
+    times: list[float] = []
+    while len(times) < runs or (sum(times) < min_seconds and len(times) < 2000):
         t = time.perf_counter()
         sess.run(None, feeds)
         times.append(time.perf_counter() - t)

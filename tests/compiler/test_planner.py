@@ -144,19 +144,17 @@ def test_unknown_family_is_one_clear_error(deit):
 
 def test_validation_backs_off_to_the_cheapest_safer_trial(deit):
     """A validation cosine that only candidates above some FLOPs reach: the pick is replaced by the
-    in-budget trial with the fewest FLOPs among those, checked in FLOPs order."""
+    in-budget trial with the fewest FLOPs among those (bisection over the trials in FLOPs order)."""
     exact = graph_flops(deit)
     meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
     steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, families="tome")
     above = sorted({t["flops"] for t in record["trials"] if t["ok"] and t["flops"] > record["flops_chosen"]})
-    assert len(above) >= 3
-    line = above[2]  # the third-cheapest safer FLOPs count
+    assert len(above) >= 4
+    line = above[len(above) // 2]
     valid = lambda m: 1.0 if graph_flops(m) >= line else 0.0
     safer, report = planner.validated(deit, steps, record, valid, 0.99, lambda _: None)
-    assert report["passed"] and not report["checks"][0]["ok"] and report["checks"][-1]["ok"]
+    assert report["passed"] and not report["checks"][0]["ok"]
     assert graph_flops(build_plan(deit, safer, lambda _: None)[0]) == line
-    checked = [graph_flops(build_plan(deit, [RewriteStep(**c["rewrites"][0])], lambda _: None)[0])
-               for c in report["checks"][1:]]
-    assert checked == sorted(checked) and all(f <= line for f in checked)
-    none, report = planner.validated(deit, steps, record, lambda m: 0.0, 0.99, lambda _: None, max_checks=3)
-    assert none == [] and not report["passed"] and len(report["checks"]) == 3
+    assert len(report["checks"]) <= 3 + len(above).bit_length()
+    none, report = planner.validated(deit, steps, record, lambda m: 0.0, 0.99, lambda _: None)
+    assert none == [] and not report["passed"] and len(report["checks"]) == 2  # the pick, then the safest
