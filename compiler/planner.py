@@ -37,8 +37,11 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     """Each family's pick (at most `max_evals` measured candidates each), the fastest one on ORT
     when `feeds` are given (else the one with the fewest FLOPs)."""
     records, picks = {}, {}
-    for name in _families(families):
-        steps, rec = importlib.import_module(FAMILIES[name]).search(model, budget, measure, say, max_evals=max_evals)
+    names = _families(families)
+    site_cost = site_cost_flops(model, feeds, say) if feeds is not None else {"flops": 0.0}
+    for name in names:
+        steps, rec = importlib.import_module(FAMILIES[name]).search(model, budget, measure, say, max_evals=max_evals,
+                                                                    site_cost=site_cost["flops"])
         records[name] = rec
         if steps:
             picks[name] = steps
@@ -46,7 +49,8 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     total = sum(r.get("evaluations", 0) for r in records.values())
     if not picks:
         reason = "; ".join(f"{n}: {r['reason']}" for n, r in records.items())
-        return [], {"family": "none", "reason": reason, "families": summary, "evaluations": total}
+        return [], {"family": "none", "reason": reason, "families": summary, "evaluations": total,
+                    "site_cost_probe": site_cost}
     if feeds is not None and len(picks) > 1:
         say(f"auto: time the picks of {', '.join(picks)} against each other")
         graphs = [build_plan(model, picks[n], lambda _s: None, calibration)[0] for n in picks]
@@ -56,39 +60,47 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
         summary["chosen_by"] = "measured latency on onnxruntime CPU"
     else:
         chosen = min(picks, key=lambda n: records[n]["flops_chosen"])
-    record = {**records[chosen], "families": summary, "evaluations": total}
+    record = {**records[chosen], "families": summary, "evaluations": total, "site_cost_probe": site_cost}
     return picks[chosen], record
 
 
-def validated(model: ir.Model, steps: list[RewriteStep], record: dict, cosine: Callable[[ir.Model], float],
-              floor: float, say: Callable[[str], None]) -> tuple[list[RewriteStep], dict]:
-    """The search's pick if its output cosine on validation inputs (which the search did not
-    measure) also reaches `floor`; else the cheapest of the family's in-budget trials that does,
-    found by bisection over them in FLOPs order (more FLOPs kept is taken to be safer; the
-    search's picks crowd at the budget's edge, so walking them one by one would not get out)."""
-    steps_of = importlib.import_module(FAMILIES[record["family"]]).steps_of
-    ok = sorted((t for t in record.get("trials", []) if t["ok"] and t["flops"] > record["flops_chosen"]),
-                key=lambda t: t["flops"])
-    checks: list[dict] = []
+def site_cost_flops(model: ir.Model, feeds: dict, say: Callable[[str], None]) -> dict:
+    """What one rewrite site's small ops cost, in GEMM FLOPs of this model: the exact graph timed
+    against one with a one-token merge at every site (GEMM work barely changes, the op count
+    does). On a 1 ms model a merge site costs about as much as the GEMMs it saves; on a
+    100 ms one it is lost in the noise (then ~0)."""
+    from edgeattn.compiler.flops import graph_flops  # noqa: PLC0415
+    from edgeattn.passes.token_merging import TokenMerging  # noqa: PLC0415
 
-    def passes(cand: list[RewriteStep]) -> bool:
+    probe = ir.from_proto(ir.to_proto(model))
+    p = TokenMerging(r=1, embed_r=1, prop_attn=False)
+    p(probe)
+    if not p.sites_changed:
+        return {"flops": 0.0, "reason": "no merge site to probe"}
+    say("auto: time what a rewrite site's own ops cost")
+    exact_ms, probe_ms = time_models([model, probe], feeds)
+    f0, f1 = graph_flops(model), graph_flops(probe)
+    per_site_ms = max(0.0, probe_ms - exact_ms * f1 / f0) / p.sites_changed
+    return {"flops": per_site_ms * f0 / exact_ms, "per_site_ms": per_site_ms, "exact_ms": exact_ms,
+            "probe_ms": probe_ms, "sites": p.sites_changed}
+
+
+def validated(model: ir.Model, steps: list[RewriteStep], record: dict, cosine: Callable[[ir.Model], float],
+              floor: float, say: Callable[[str], None], max_checks: int = 12) -> tuple[list[RewriteStep], dict]:
+    """The search's pick if its output cosine on validation inputs (which the search did not
+    measure) also reaches `floor`; else the pick backed off one step at a time toward the exact
+    graph (the family's `safer`) until it does. Returns no steps when `max_checks` do not."""
+    safer = importlib.import_module(FAMILIES[record["family"]]).safer
+    checks: list[dict] = []
+    cand: list[RewriteStep] | None = steps
+    while cand and len(checks) < max_checks:
         value = cosine(build_plan(model, cand, lambda _s: None)[0])
         checks.append({"rewrites": [s.to_dict() for s in cand], "cosine": value, "ok": value >= floor})
         say(f"auto: validation #{len(checks)}: cosine {value:.6g} {'ok' if value >= floor else f'below {floor}'}")
-        return value >= floor
-
-    if passes(steps):
-        return steps, {"floor": floor, "checks": checks, "passed": True}
-    if not ok or not passes(steps_of(ok[-1])):
-        return [], {"floor": floor, "checks": checks, "passed": False}
-    lo, hi = 0, len(ok) - 1  # ok[hi] passes; find the first that does
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if passes(steps_of(ok[mid])):
-            hi = mid
-        else:
-            lo = mid + 1
-    return steps_of(ok[hi]), {"floor": floor, "checks": checks, "passed": True}
+        if value >= floor:
+            return cand, {"floor": floor, "checks": checks, "passed": True}
+        cand = safer(cand)
+    return [], {"floor": floor, "checks": checks, "passed": False}
 
 
 def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20, min_seconds: float = 0.25) -> float:

@@ -51,7 +51,8 @@ class _Search(Trials):
 
 
 def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict], say: Callable[[str], None],
-           max_evals: int = 60) -> tuple[list[RewriteStep], dict]:
+           max_evals: int = 60, site_cost: float = 0.0) -> tuple[list[RewriteStep], dict]:
+    """`site_cost`: FLOPs counted per pruning site on top of the GEMMs (its small ops' cost)."""
     sites = sum(1 for n in model.graph if n.op_type == "Attention")
     probe = clone(model)
     p0 = ClassTokenPruning(keep=0.5, layers=[0])
@@ -67,7 +68,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
         start = max(best) + 1 if best else 0
         # Most promising layers first, so the bound skips the rest.
         layers = sorted(range(start, sites - 1), key=lambda i: s.flops({**best, i: 1}))
-        round_best, round_flops = None, best_flops
+        round_best, round_flops = None, best_flops - site_cost  # one more site must pay for itself
         for layer in layers:
             if s.spent or s.flops({**best, layer: 1}) >= round_flops:
                 continue
@@ -82,7 +83,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
             break
         best, best_flops = round_best, round_flops
     record = {"family": "cls-prune", "grid": GRID, "chosen": {str(i): g / GRID for i, g in sorted(best.items())},
-              "evaluations": len(s.trials), "trials": s.trials, "flops_exact": exact}
+              "evaluations": len(s.trials), "trials": s.trials, "flops_exact": exact, "site_cost": site_cost}
     if not best:
         record["reason"] = "no layer can prune tokens inside the budget"
         return [], record
@@ -97,3 +98,16 @@ def steps_of(trial: dict) -> list[RewriteStep]:
     """A measured trial as the plan that produced it."""
     keep = {int(i): v for i, v in trial["keep"].items()}  # JSON turns the layer keys into strings
     return [RewriteStep("cls-prune", {"keep": [keep[i] for i in sorted(keep)], "layers": sorted(keep)})]
+
+
+def safer(steps: list[RewriteStep]) -> list[RewriteStep] | None:
+    """One step toward the exact graph: drop the last site (it saves the least), then raise the
+    one left's keep by a grid step; None once nothing is pruned."""
+    keep, layers = list(steps[0].settings["keep"]), list(steps[0].settings["layers"])
+    if len(layers) > 1:
+        keep, layers = keep[:-1], layers[:-1]
+    elif keep[0] + 1 / GRID < 1:
+        keep = [keep[0] + 1 / GRID]
+    else:
+        return None
+    return [RewriteStep("cls-prune", {"keep": keep, "layers": layers})]

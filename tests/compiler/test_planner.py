@@ -51,9 +51,11 @@ def test_search_with_nothing_affordable_returns_no_plan(deit):
     assert steps == [] and "no layer can merge" in record["reason"] and "no layer can prune" in record["reason"]
 
 
-def test_auto_finds_the_free_merge_after_the_last_attention(deit, tmp_path):
+def test_auto_finds_the_free_merge_after_the_last_attention(deit, tmp_path, monkeypatch):
     """Only the class/distillation tokens reach the logits after the last attention, so merging
-    patch tokens there is exact: a near-zero max-abs budget admits that layer and no other."""
+    patch tokens there is exact: a near-zero max-abs budget admits that layer and no other.
+    (Sites are free here: a real site cost would rightly refuse a merge that saves no GEMM.)"""
+    monkeypatch.setattr(planner, "site_cost_flops", lambda *a: {"flops": 0.0})
     path = tmp_path / "deit.onnx"
     ir.save(deit, path)
     m = compile_model(str(path), "ort", tmp_path / "a", rewrites=["auto:families=tome"], budget="max-abs<=1e-5")
@@ -130,6 +132,7 @@ def test_families_are_chosen_by_measured_latency(deit, monkeypatch):
     is_tome = lambda m: any(n.op_type == "ScatterElements" for n in m.graph)  # the merge's scatter-add
     clock = lambda models, feeds: [1.0 if is_tome(m) == (other == "tome") else 2.0 for m in models]
     monkeypatch.setattr(planner, "time_models", clock)
+    monkeypatch.setattr(planner, "site_cost_flops", lambda *a: {"flops": 0.0})
     feeds = {"pixel_values": np.zeros((1, 3, 32, 32), np.float32)}
     steps, record = planner.search(deit, budget, meter, lambda _: None, feeds=feeds)
     assert steps[0].name == other == record["family"]
@@ -142,19 +145,57 @@ def test_unknown_family_is_one_clear_error(deit):
         planner.search(deit, Budget.parse("cosine>=0.98"), lambda m: {}, lambda _: None, families="tome,bogus")
 
 
-def test_validation_backs_off_to_the_cheapest_safer_trial(deit):
-    """A validation cosine that only candidates above some FLOPs reach: the pick is replaced by the
-    in-budget trial with the fewest FLOPs among those (bisection over the trials in FLOPs order)."""
+def test_validation_backs_off_toward_the_exact_graph(deit):
+    """A validation cosine that only plans keeping enough FLOPs reach: the pick is backed off
+    (the family's `safer` step) until it passes, and no further."""
+    from edgeattn.compiler import search_prune, search_tome  # noqa: PLC0415
+
     exact = graph_flops(deit)
     meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
-    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, families="tome")
-    above = sorted({t["flops"] for t in record["trials"] if t["ok"] and t["flops"] > record["flops_chosen"]})
-    assert len(above) >= 4
-    line = above[len(above) // 2]
-    valid = lambda m: 1.0 if graph_flops(m) >= line else 0.0
-    safer, report = planner.validated(deit, steps, record, valid, 0.99, lambda _: None)
-    assert report["passed"] and not report["checks"][0]["ok"]
-    assert graph_flops(build_plan(deit, safer, lambda _: None)[0]) == line
-    assert len(report["checks"]) <= 3 + len(above).bit_length()
-    none, report = planner.validated(deit, steps, record, lambda m: 0.0, 0.99, lambda _: None)
-    assert none == [] and not report["passed"] and len(report["checks"]) == 2  # the pick, then the safest
+    for family, module in (("tome", search_tome), ("cls-prune", search_prune)):
+        steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, families=family)
+        pick = graph_flops(build_plan(deit, steps, lambda _: None)[0])
+        line = (pick + exact) / 2
+        valid = lambda m: 1.0 if graph_flops(m) >= line else 0.0
+        backed, report = planner.validated(deit, steps, record, valid, 0.99, lambda _: None)
+        assert report["passed"] and not report["checks"][0]["ok"] and report["checks"][-1]["ok"]
+        got = graph_flops(build_plan(deit, backed, lambda _: None)[0])
+        assert line <= got < exact
+        before = module.safer
+        # the step before the one that passed was below the line: it backed off no further than needed
+        prev = [RewriteStep(**c["rewrites"][0]) for c in report["checks"]][-2]
+        assert graph_flops(build_plan(deit, [prev], lambda _: None)[0]) < line and before(
+            [prev])[0].to_dict() == backed[0].to_dict()
+    none, report = planner.validated(deit, steps, record, lambda m: 0.0, 0.99, lambda _: None, max_checks=3)
+    assert none == [] and not report["passed"] and len(report["checks"]) == 3
+
+
+def test_safer_steps_end_at_the_exact_graph():
+    from edgeattn.compiler import search_prune, search_tome  # noqa: PLC0415
+
+    steps = [RewriteStep("cls-prune", {"keep": [0.25, 0.5], "layers": [0, 3]})]
+    seen = []
+    while steps:
+        seen.append(steps[0].settings["keep"])
+        steps = search_prune.safer(steps)
+    assert seen[:3] == [[0.25, 0.5], [0.25], [0.3125]] and seen[-1] == [0.9375]
+    steps, count = [RewriteStep("tome", {"r": [8, 0, 3], "embed_r": 4, "prop_attn": 0})], 0
+    while steps:
+        count += 1
+        steps = search_tome.safer(steps)
+    assert count <= 12
+
+
+def test_a_costly_site_trades_merge_sites_for_flops(deit):
+    """With each merge site charged a fifth of the model's FLOPs, the tome search ends with fewer
+    sites than without, every trial still inside the budget it reports."""
+    from edgeattn.compiler import search_tome  # noqa: PLC0415
+
+    exact = graph_flops(deit)
+    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
+    budget = Budget.parse("cosine>=0.98")
+    free, rec0 = search_tome.search(deit, budget, meter, lambda _: None)
+    costly, rec1 = search_tome.search(deit, budget, meter, lambda _: None, site_cost=0.2 * exact)
+    sites = lambda st: sum(1 for v in [st[0].settings["embed_r"], *st[0].settings["r"]] if v)
+    assert sites(costly) < sites(free) and rec1["site_cost"] == 0.2 * exact
+    assert all(t["ok"] == (t["value"]["cosine"] >= 0.98) for t in rec1["trials"])
