@@ -1,11 +1,16 @@
 """`--rewrite auto`: a measured search for the fastest rewrite plan inside the accuracy budget.
 
-Each family searches its own per-layer schedule for the fewest GEMM FLOPs inside the budget
-(compiler/search_tome.py: token merging; compiler/search_prune.py: class-token pruning), every
-candidate measured against the reference. The families' picks are then timed against each other
-on ONNX Runtime (interleaved rounds: FLOPs do not see the cost of the ops a rewrite adds, which
-decides on small models) and the fastest is the plan. compile then times it against the exact
-graph and drops it if it is not faster.
+1. Site cost: the exact graph is timed against one with a one-token merge at every site; what a
+   site's own small ops cost becomes a FLOPs-equivalent charge per site (decisive on a 1 ms model,
+   ~0 on a 100 ms one).
+2. Each family searches its own per-layer schedule for the lowest FLOPs + site charges inside the
+   budget (compiler/search_tome.py: token merging; compiler/search_prune.py: class-token
+   pruning), every candidate measured against the reference.
+3. The families' picks are timed against each other on ONNX Runtime (interleaved rounds); the
+   fastest is the plan.
+4. A cosine budget is validated on inputs the search did not measure; a pick that misses there
+   is backed off toward the exact graph (the family's `safer` step) until it passes.
+compile then times the plan against the exact graph and drops it if it is not faster.
 """
 
 from __future__ import annotations
