@@ -64,6 +64,9 @@ def test_auto_finds_the_free_merge_after_the_last_attention(deit, tmp_path, monk
     assert m["accuracy"]["max_abs_error"] <= 1e-5
     # shipped only if it also measured faster than the exact graph; either way the reason is recorded
     assert m["plan"]["accepted"] or "no measured speedup" in m["plan"]["reason"]
+    if m["plan"]["accepted"]:  # checked on inputs that no choice measured
+        held = m["plan"]["held_out"]
+        assert held["seeds"] == [2000, 2001, 2002, 2003] and held["max_abs_error"] <= 1e-5
 
 
 def test_auto_without_sites_ships_the_exact_graph(tmp_path):
