@@ -202,3 +202,18 @@ def test_a_costly_site_trades_merge_sites_for_flops(deit):
     sites = lambda st: sum(1 for v in [st[0].settings["embed_r"], *st[0].settings["r"]] if v)
     assert sites(costly) < sites(free) and rec1["site_cost"] == 0.2 * exact
     assert all(t["ok"] == (t["value"]["cosine"] >= 0.98) for t in rec1["trials"])
+
+
+def test_the_fewest_flops_schedule_is_a_finalist_when_sites_are_charged(deit, monkeypatch):
+    """With sites charged, each family's fewest-FLOPs trial is timed too; a clock that favours
+    fewer FLOPs picks it, and the record says so."""
+    exact = graph_flops(deit)
+    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
+    monkeypatch.setattr(planner, "site_cost_flops", lambda *a: {"flops": 0.2 * exact})
+    monkeypatch.setattr(planner, "time_models", lambda models, feeds: [graph_flops(m) / exact for m in models])
+    feeds = {"pixel_values": np.zeros((1, 3, 32, 32), np.float32)}
+    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, feeds=feeds,
+                                   families="tome")
+    fewest = min(t["flops"] for t in record["trials"] if t["ok"])
+    assert "tome (fewest FLOPs)" in record["families"] and record["pick"] == "fewest FLOPs"
+    assert graph_flops(build_plan(deit, steps, lambda _: None)[0]) == fewest == record["flops_chosen"]
