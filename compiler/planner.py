@@ -6,8 +6,8 @@
 2. Each family searches its own per-layer schedule for the lowest FLOPs + site charges inside the
    budget (compiler/search_tome.py: token merging; compiler/search_prune.py: class-token
    pruning), every candidate measured against the reference.
-3. The families' picks are timed against each other on ONNX Runtime (interleaved rounds); the
-   fastest is the plan.
+3. The families' picks (and, the charge being an estimate, each family's fewest-FLOPs trial)
+   are timed against each other on ONNX Runtime (interleaved rounds); the fastest is the plan.
 4. A cosine budget is validated on inputs the search did not measure; a pick that misses there
    is backed off toward the exact graph (the family's `safer` step) until it passes.
 compile then times the plan against the exact graph and drops it if it is not faster.
@@ -39,8 +39,9 @@ def _families(names) -> list[str]:
 def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict], say: Callable[[str], None],
            max_evals: int = 60, families="tome,cls-prune", feeds: dict | None = None,
            calibration: Callable[[], list[dict]] | None = None) -> tuple[list[RewriteStep], dict]:
-    """Each family's pick (at most `max_evals` measured candidates each), the fastest one on ORT
-    when `feeds` are given (else the one with the fewest FLOPs)."""
+    """Each family's pick (at most `max_evals` measured candidates each) and, where sites are
+    charged, its fewest-FLOPs trial: the fastest of these on ORT when `feeds` are given (else
+    the pick with the fewest FLOPs)."""
     records, picks = {}, {}
     names = _families(families)
     site_cost = site_cost_flops(model, feeds, say) if feeds is not None else {"flops": 0.0}
