@@ -180,7 +180,10 @@ def _print_layers(plan: dict) -> None:
         for item in r.get("details", {}).get("tokens_in", []):
             rows.setdefault(item["layer"], {})["in"] = item["tokens"]
         for item in r.get("details", {}).get("merged", []) + r.get("details", {}).get("pruned", []):
-            rows.setdefault(item["layer"], {}).update(change=f"{r['name']} → {item['tokens_after']}")
+            row = rows.setdefault(item["layer"], {})
+            row.update(change=f"{r['name']} → {item['tokens_after']}")
+            if "tokens_before" in item:  # cls-prune reports the count it saw
+                row.setdefault("in", item["tokens_before"])
     if not rows:
         return
     search = plan.get("search") or {}

@@ -174,6 +174,8 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
                 max(floors), say)
             if not steps:
                 search["reason"] = f"no in-budget plan also reached cosine {max(floors)} on the validation inputs"
+            elif len(search["validation"]["checks"]) > 1:  # backed off: the per-layer errors were the pick's
+                search.update(layer_error=None, embed_error=None)
         if not steps:
             return {"rewrites": [], "budget": str(guard), "accepted": False, "search": search,
                     "reason": f"{search['reason']}; shipped the exact graph"}
