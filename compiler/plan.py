@@ -110,6 +110,11 @@ class Budget:
     def met(self, values: dict[str, float]) -> bool:
         return all(_OPS[op](values[m], t) for m, op, t in self.conditions)
 
+    def floor(self, metric: str) -> float | None:
+        """The strictest `metric>=X` condition's X, or None when the budget has none."""
+        floors = [t for m, op, t in self.conditions if m == metric and op == ">="]
+        return max(floors) if floors else None
+
     def margin(self, values: dict[str, float]) -> float:
         """The tightest condition's slack (negative when missed): larger is better."""
         return min((values[m] - t) if op == ">=" else (t - values[m]) for m, op, t in self.conditions)

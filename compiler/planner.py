@@ -59,11 +59,11 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
                     "site_cost_probe": site_cost}
     # The site charge is an estimate: each family's fewest-FLOPs schedule is timed as well.
     finalists = {n: (n, st) for n, st in picks.items()}
-    if site_cost["flops"] > 0:
-        for n in picks:
-            alt = _fewest_flops(records[n], n)
-            if alt is not None and _key(alt) != _key(picks[n]):
-                finalists[f"{n} (fewest FLOPs)"] = (n, alt)
+    fewest = {n: _fewest_flops_trial(records[n]) for n in picks} if site_cost["flops"] > 0 else {}
+    for n, trial in fewest.items():
+        alt = importlib.import_module(FAMILIES[n]).steps_of(trial)
+        if alt != picks[n]:
+            finalists[f"{n} (fewest FLOPs)"] = (n, alt)
     if feeds is not None and len(finalists) > 1:
         say(f"auto: time {', '.join(finalists)} against each other")
         graphs = [build_plan(model, st, lambda _s: None, calibration)[0] for _n, st in finalists.values()]
@@ -77,23 +77,13 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     family, steps = finalists[label]
     record = {**records[family], "families": summary, "evaluations": total, "site_cost_probe": site_cost}
     if label != family:  # the per-layer errors describe the charged pick, not this one
-        record.update(pick="fewest FLOPs", flops_chosen=_fewest_flops_trial(records[family])["flops"],
-                      layer_error=None, embed_error=None)
+        record.update(pick="fewest FLOPs", flops_chosen=fewest[family]["flops"], layer_error=None, embed_error=None)
     return steps, record
 
 
-def _key(steps: list[RewriteStep]) -> str:
-    return repr([s.to_dict() for s in steps])
-
-
-def _fewest_flops_trial(record: dict) -> dict | None:
-    ok = [t for t in record.get("trials", []) if t["ok"]]
-    return min(ok, key=lambda t: t["flops"]) if ok else None
-
-
-def _fewest_flops(record: dict, family: str) -> list[RewriteStep] | None:
-    trial = _fewest_flops_trial(record)
-    return None if trial is None else importlib.import_module(FAMILIES[family]).steps_of(trial)
+def _fewest_flops_trial(record: dict) -> dict:
+    """The in-budget trial with the fewest FLOPs (a family with a pick has one)."""
+    return min((t for t in record["trials"] if t["ok"]), key=lambda t: t["flops"])
 
 
 def site_cost_flops(model: ir.Model, feeds: dict, say: Callable[[str], None]) -> dict:

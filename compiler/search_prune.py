@@ -77,8 +77,9 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
             if k == 0:
                 continue
             cand = {**best, layer: GRID - k}
-            if s.evaluate(cand)["flops"] < round_flops:
-                round_best, round_flops = cand, s.evaluate(cand)["flops"]
+            flops = s.evaluate(cand)["flops"]
+            if flops < round_flops:
+                round_best, round_flops = cand, flops
         if round_best is None:
             break
         best, best_flops = round_best, round_flops
