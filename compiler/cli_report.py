@@ -174,7 +174,8 @@ def print_quant_layers(q: dict, csv_path: Optional[Path] = None) -> None:
 
 
 def _print_layers(plan: dict) -> None:
-    """Per-layer table of token-reducing rewrites: tokens in/out and each layer's own error."""
+    """Per-layer table of token-reducing and windowed rewrites: tokens in, what the layer does
+    now, and each layer's own error."""
     rows: dict[int, dict] = {}
     for r in plan["rewrites"]:
         for item in r.get("details", {}).get("tokens_in", []):
@@ -184,6 +185,11 @@ def _print_layers(plan: dict) -> None:
             row.update(change=f"{r['name']} → {item['tokens_after']}")
             if "tokens_before" in item:  # cls-prune reports the count it saw
                 row.setdefault("in", item["tokens_before"])
+        for item in r.get("details", {}).get("changed", []):
+            if r["name"] == "window":
+                stride = "" if item["stride"] == item["window"] else f", stride {item['stride']}"
+                rows.setdefault(item["layer"], {}).update(
+                    change=f"window {item['window']}×{item['window']}{stride}: {item['keys_per_patch_query']} keys")
     if not rows:
         return
     search = plan.get("search") or {}

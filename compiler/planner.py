@@ -5,7 +5,8 @@
    ~0 on a 100 ms one).
 2. Each family searches its own per-layer schedule for the lowest FLOPs + site charges inside the
    budget (compiler/search_tome.py: token merging; compiler/search_prune.py: class-token
-   pruning), every candidate measured against the reference.
+   pruning; compiler/search_window.py: blocked window attention), every candidate measured
+   against the reference.
 3. The families' picks (and, the charge being an estimate, each family's fewest-FLOPs trial)
    are timed against each other on ONNX Runtime (interleaved rounds); the fastest is the plan.
 4. A cosine budget is validated on inputs the search did not measure; a pick that misses there
@@ -25,7 +26,8 @@ import onnx_ir as ir
 from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.plan import Budget, RewriteStep, build_plan
 
-FAMILIES = {"tome": "edgeattn.compiler.search_tome", "cls-prune": "edgeattn.compiler.search_prune"}
+FAMILIES = {"tome": "edgeattn.compiler.search_tome", "cls-prune": "edgeattn.compiler.search_prune",
+            "window": "edgeattn.compiler.search_window"}
 
 
 def _families(names) -> list[str]:

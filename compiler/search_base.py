@@ -57,3 +57,43 @@ def largest(ok: Callable[[int], bool], hi: int, lo: int = 0) -> int:
         else:
             hi = mid - 1
     return lo
+
+
+def per_layer_schedule(run: Callable[[tuple[int, ...]], dict], sites: int, levels: int, site_cost: float,
+                       spent: Callable[[], bool]) -> tuple[tuple[int, ...], int, list[int]]:
+    """The per-layer schedule (one level 0…`levels` per site; 0 = exact, higher = cheaper and less
+    accurate) with the fewest FLOPs + `site_cost` per changed site that `run` finds inside the
+    budget: each site alone bisected (sensitivity), then all sites scaled together (errors add
+    up), then greedy single-site steps, earlier sites first (they save the most), keeping what
+    stays inside and costs less; where sites cost something, dropping a site is a move too.
+    Returns (schedule, its FLOPs, each site's level alone)."""
+    zero = (0,) * sites
+
+    def with_site(i: int, k: int) -> tuple[int, ...]:
+        return tuple(k if j == i else v for j, v in enumerate(zero))
+
+    alone = [largest(lambda k, i=i: run(with_site(i, k))["ok"], levels) for i in range(sites)]
+
+    def scaled(a: float) -> tuple[int, ...]:
+        return tuple(int(a * k) for k in alone)
+
+    grid = 8
+    best = scaled(largest(lambda g: run(scaled(g / grid))["ok"], grid) / grid)
+    best_flops = run(best)["flops"]
+
+    def cost(schedule: tuple[int, ...], flops: int) -> float:
+        return flops + site_cost * sum(1 for v in schedule if v)
+
+    improved = True
+    while improved and not spent():
+        improved = False
+        for i in range(sites):
+            moves = [tuple(v + 1 if j == i else v for j, v in enumerate(best))] if best[i] < levels else []
+            if site_cost > 0 and best[i]:
+                moves.append(tuple(0 if j == i else v for j, v in enumerate(best)))
+            for cand in moves:
+                trial = run(cand)
+                if trial["ok"] and cost(cand, trial["flops"]) < cost(best, best_flops):
+                    best, best_flops, improved = cand, trial["flops"], True
+                    break
+    return best, best_flops, alone

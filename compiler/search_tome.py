@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.plan import Budget, RewriteStep
-from edgeattn.compiler.search_base import Trials, clone, largest
+from edgeattn.compiler.search_base import Trials, clone, per_layer_schedule
 from edgeattn.passes._tokens import prefix_tokens
 from edgeattn.passes.token_merging import TokenMerging
 
@@ -54,7 +54,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     step = max(1, (tokens[0] - protect) // 16)
     levels = max(1, (tokens[0] - protect) // 2 // step)
     s = _Search(model, budget, measure, say, max_evals)
-    # A schedule is (r before the first block, r after block 0, …, r after block L−1).
+    # A schedule is (r before the first block, r after block 0, …, r after block L−1), in grid steps.
     sites += 1
     zero = (0,) * sites
 
@@ -66,33 +66,9 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     probe_schedule = with_layer(1, max(step, (tokens[0] - protect) // 4))
     probes = {prop: s.evaluate(probe_schedule, prop) for prop in (True, False)}
     s.prop_attn = max(probes, key=lambda prop: s.budget.margin(probes[prop]["value"]))
-    alone = [largest(lambda k, i=i: s.evaluate(with_layer(i, k * step))["ok"], levels) for i in range(sites)]
-
-    def scaled(a: float) -> tuple[int, ...]:
-        return tuple(int(a * k) * step for k in alone)
-
-    grid = 8
-    best = scaled(largest(lambda g: s.evaluate(scaled(g / grid))["ok"], grid) / grid)
-    best_flops = s.evaluate(best)["flops"]
-
-    def cost(schedule: tuple[int, ...], flops: int) -> float:
-        return flops + site_cost * sum(1 for v in schedule if v)
-
-    # Greedy: one more step on a single layer, kept when it stays inside and costs less (a layer
-    # already merging all it can does not); earlier layers first (they save the most). Where
-    # sites cost something, dropping a site's merge is a move too.
-    improved = True
-    while improved and len(s.trials) < max_evals:
-        improved = False
-        for i in range(sites):
-            moves = [tuple(v + step if j == i else v for j, v in enumerate(best))] if best[i] // step < levels else []
-            if site_cost > 0 and best[i]:
-                moves.append(tuple(0 if j == i else v for j, v in enumerate(best)))
-            for cand in moves:
-                trial = s.evaluate(cand)
-                if trial["ok"] and cost(cand, trial["flops"]) < cost(best, best_flops):
-                    best, best_flops, improved = cand, trial["flops"], True
-                    break
+    levels_best, best_flops, alone = per_layer_schedule(
+        lambda lv: s.evaluate(tuple(k * step for k in lv)), sites, levels, site_cost, lambda: s.spent)
+    best = tuple(k * step for k in levels_best)
     record = {"family": "tome", "grid_step": step, "protect": protect, "alone": [k * step for k in alone[1:]],
               "embed_alone": alone[0] * step, "chosen": list(best[1:]), "embed_r": best[0],
               "evaluations": len(s.trials), "trials": s.trials, "flops_exact": graph_flops(model),

@@ -38,7 +38,7 @@ DESCRIPTIONS: dict[str, str] = {
     "cls-prune": "keep the patch tokens the class token attends to most (approximate; settings keep, layers, fuse)",
     "agent": "agent attention: queries read n pooled-query agents (approximate; settings agents, layers, power, shortcut)",
     "head-prune": "FLAP head pruning with bias compensation on calibration data (approximate; settings ratio, layers)",
-    "window": "blocked w×w window attention on the patch grid, prefix tokens global (approximate; settings window, layers)",
+    "window": "neighborhood attention on the patch grid: s×s query tiles see a w×w key window (s = w blocked, s = 1 sliding), prefix tokens global (approximate; settings window, stride, layers)",
     "hilo": "HiLo: some heads windowed, the others read average-pooled K/V (approximate; settings window, pool, alpha, layers)",
     "smooth-quant": "SmoothQuant: activation outliers migrated into the next weights before int8, exact (settings alpha, vo)",
     "patchify-conv": "patch-embedding Conv (kernel = stride) → patchify + MatMul for GEMM-strong backends, exact",

@@ -190,3 +190,16 @@ def site_blocks(model: ir.Model, layers: list[int] | None, protect: int | None) 
     blocks, skipped = find_blocks(model)
     chosen = [b for b in blocks if layers is None or b.index in layers]
     return [(b, protect if protect is not None else prefix_tokens(model, b.tokens)) for b in chosen], skipped
+
+
+def per_layer(value, layers: list[int] | None, sites: int, rewrite: str, setting: str) -> dict[int, int]:
+    """A setting given as one int for every chosen layer, or as one value per chosen layer (a
+    list, or a comma-separated string) → {layer index: value}; `layers` None = all `sites`."""
+    chosen = list(range(sites)) if layers is None else list(layers)
+    if isinstance(value, str):
+        value = [int(x) for x in value.split(",")]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(chosen):
+            raise ValueError(f"{rewrite} got {len(value)} {setting} values for {len(chosen)} layers")
+        return {layer: int(v) for layer, v in zip(chosen, value)}
+    return {layer: int(value) for layer in chosen}

@@ -19,22 +19,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import (Block, Emitter, find_blocks, outputs_have_tokens, prefix_tokens, redirect_uses,
-                                     reinfer_shapes, with_shape)
+from edgeattn.passes._tokens import (Block, Emitter, find_blocks, outputs_have_tokens, per_layer, prefix_tokens,
+                                     redirect_uses, reinfer_shapes, with_shape)
 from edgeattn.passes._padding import key_padding_input, upstream
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
-
-
-def _per_layer(r, layers: list[int] | None, sites: int) -> dict[int, int]:
-    """r (int, or one value per selected layer) → {layer index: r}."""
-    chosen = list(range(sites)) if layers is None else list(layers)
-    if isinstance(r, str):
-        r = [int(x) for x in r.split(",")]
-    if isinstance(r, (list, tuple)):
-        if len(r) != len(chosen):
-            raise ValueError(f"tome got {len(r)} r values for {len(chosen)} layers")
-        return {layer: int(v) for layer, v in zip(chosen, r)}
-    return {layer: int(r) for layer in chosen}
 
 
 class TokenMerging(ir.passes.InPlacePass):
@@ -56,7 +44,7 @@ class TokenMerging(ir.passes.InPlacePass):
         padding = _padding_source(model)
         blocks, skipped = find_blocks(model, allowed_mask=padding.mask if padding else None)
         sites = sum(1 for n in model.graph if n.op_type == "Attention")
-        plan = _per_layer(self.r, self.layers, sites)
+        plan = per_layer(self.r, self.layers, sites, "tome", "r")
         if any(v < 0 for v in plan.values()):
             raise ValueError("tome needs r ≥ 0")
         protect = None

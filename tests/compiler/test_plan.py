@@ -76,3 +76,18 @@ def test_cli_bad_plan_is_one_line(causal, tmp_path):
     assert r.returncode == 2 and "unknown rewrite 'merge-all'" in r.stderr and not (tmp_path / "a").exists()
     r = edgeattn("compile", str(causal), "-o", str(tmp_path / "a"), "--budget", "cosine>=0.9")
     assert r.returncode == 2 and "without --rewrite" in r.stderr
+
+
+def test_explain_shows_each_windowed_layer(tmp_path):
+    import onnx_ir as ir  # noqa: PLC0415
+
+    from ..passes.conftest import canonical_tiny_deit  # noqa: PLC0415
+
+    path = tmp_path / "deit.onnx"
+    ir.save(canonical_tiny_deit(), path)
+    m = compile_model(str(path), "ort", tmp_path / "a", rewrites=["window:window=2,4,stride=1,4,layers=0,2"],
+                      budget="cosine>=0.3")
+    assert m["plan"]["accepted"] and m["plan"]["rewrites"][0]["count"] == 2
+    r = edgeattn("explain", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    assert "window 2×2, stride 1: 6 keys" in r.stdout and "window 4×4: 18 keys" in r.stdout

@@ -125,6 +125,32 @@ def test_cls_prune_search_on_a_model_it_cannot_prune():
     assert steps == [] and "no schedule to search" in record["reason"]
 
 
+def test_window_search_keeps_the_windows_the_budget_affords(deit):
+    """A meter charging 0.01 cosine per windowed site (a windowed site with prefix tokens has a
+    second Attention for them): one window fits the budget, two do not."""
+    windowed = lambda m: sum(n.op_type == "Attention" for n in m.graph) - 3
+    meter = lambda m: {"cosine": 1.0 - 0.01 * windowed(m), "max_abs_error": 0.0}
+    steps, record = planner.search(deit, Budget.parse("cosine>=0.985"), meter, lambda _: None, families="window")
+    assert record["family"] == "window" and record["options"] == [2]  # the tiny DeiT's 4×4 grid
+    assert steps == [RewriteStep("window", {"window": [2], "layers": [0]})]
+    assert record["alone"] == [2, 2, 2] and record["flops_chosen"] < record["flops_exact"]
+    assert all(t["ok"] == (sum(map(bool, t["windows"])) <= 1) for t in record["trials"])
+    built = build_plan(deit, steps, lambda _: None)[0]
+    assert windowed(built) == 1
+
+
+def test_window_search_on_a_model_without_a_patch_grid():
+    from ..tiny_models import tiny_causal_attention_onnx  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = ir.load(tiny_causal_attention_onnx(Path(tmp) / "c.onnx"))
+    steps, record = planner.search(model, Budget.parse("cosine>=0.9"), lambda m: {"cosine": 1.0}, lambda _: None,
+                                   families="window")
+    assert steps == [] and "no schedule to search" in record["reason"]
+
+
 def test_families_are_chosen_by_measured_latency(deit, monkeypatch):
     """FLOPs pick one family, the (stubbed) clock the other: the clock wins and is recorded."""
     exact = graph_flops(deit)
@@ -174,7 +200,7 @@ def test_validation_backs_off_toward_the_exact_graph(deit):
 
 
 def test_safer_steps_end_at_the_exact_graph():
-    from edgeattn.compiler import search_prune, search_tome  # noqa: PLC0415
+    from edgeattn.compiler import search_prune, search_tome, search_window  # noqa: PLC0415
 
     steps = [RewriteStep("cls-prune", {"keep": [0.25, 0.5], "layers": [0, 3]})]
     seen = []
@@ -182,6 +208,11 @@ def test_safer_steps_end_at_the_exact_graph():
         seen.append(steps[0].settings["keep"])
         steps = search_prune.safer(steps)
     assert seen[:3] == [[0.25, 0.5], [0.25], [0.3125]] and seen[-1] == [0.9375]
+    steps, seen = [RewriteStep("window", {"window": [4, 2, 8], "layers": [0, 1, 3]})], []
+    while steps:
+        seen.append(steps[0].settings["layers"])
+        steps = search_window.safer(steps)
+    assert seen == [[0, 1, 3], [0, 3], [3]]
     steps, count = [RewriteStep("tome", {"r": [8, 0, 3], "embed_r": 4, "prop_attn": 0})], 0
     while steps:
         count += 1
