@@ -10,6 +10,28 @@ import numpy as np
 from edgeattn.runtime.check import compare  # noqa: F401 - one definition, shared with the runtime
 
 
+def top1_with_predictions(evaluate_top1: Callable, predict: Callable[[np.ndarray], np.ndarray]) -> tuple[float, np.ndarray]:
+    """A zoo model's labelled top-1 with `predict`, and the classes it predicted, in order."""
+    seen: list[np.ndarray] = []
+
+    def capture(x: np.ndarray) -> np.ndarray:
+        logits = np.asarray(predict(x))
+        seen.append(logits.argmax(axis=-1))
+        return logits
+
+    top1 = evaluate_top1(capture)
+    return top1, np.concatenate(seen)
+
+
+def top1_agreement(ref: list[np.ndarray], cand: list[np.ndarray]) -> float | None:
+    """Fraction of rows whose argmax (last axis) is the same under cand as under ref; None when
+    the outputs are not (batch, classes) scores."""
+    if not ref or any(np.ndim(r) != 2 or np.shape(r)[-1] < 2 for r in ref):
+        return None
+    same = np.concatenate([np.argmax(r, -1) == np.argmax(c, -1) for r, c in zip(ref, cand)])
+    return float(np.mean(same))
+
+
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms > 0, norms, 1.0)

@@ -185,11 +185,10 @@ def _print_layers(plan: dict) -> None:
             row.update(change=f"{r['name']} → {item['tokens_after']}")
             if "tokens_before" in item:  # cls-prune reports the count it saw
                 row.setdefault("in", item["tokens_before"])
-        for item in r.get("details", {}).get("changed", []):
-            if r["name"] == "window":
-                stride = "" if item["stride"] == item["window"] else f", stride {item['stride']}"
-                rows.setdefault(item["layer"], {}).update(
-                    change=f"window {item['window']}×{item['window']}{stride}: {item['keys_per_patch_query']} keys")
+        for item in r.get("details", {}).get("changed", []) if r["name"] == "window" else []:
+            stride = "" if item["stride"] == item["window"] else f", stride {item['stride']}"
+            rows.setdefault(item["layer"], {}).update(
+                change=f"window {item['window']}×{item['window']}{stride}: {item['keys_per_patch_query']} keys")
     if not rows:
         return
     search = plan.get("search") or {}

@@ -276,7 +276,7 @@ def _candidate_meter(src: Source, reference, guard: plan.Budget, runner=None):
     ref_top1 = None
     if zm is not None and zm.evaluate_top1 is not None:
         name = zm.inputs[0].name
-        ref_top1 = zm.evaluate_top1(lambda x: run_ref({name: x})[0])
+        ref_top1 = accuracy.top1_with_predictions(zm.evaluate_top1, lambda x: run_ref({name: x})[0])
     ref_emb = None
     if set(guard.metrics) & plan.EMBEDDING_METRICS:
         if zm is None or zm.evaluate_embeddings is None:

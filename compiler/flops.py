@@ -19,9 +19,35 @@ def _dims(v: ir.Value | None, example: dict[str, int]) -> list[int] | None:
         else:
             name = str(getattr(d, "value", d))
             if name not in example:
-                return None
+                return _reshaped_dims(v, example)
             out.append(example[name])
     return out
+
+
+def _reshaped_dims(v: ir.Value, example: dict[str, int]) -> list[int] | None:
+    """A Reshape output whose one unknown dim (a -1 folded over the batch, as the windowed
+    rewrites write it) follows from the input's size."""
+    node = v.producer()
+    if node is None or node.op_type != "Reshape":
+        return None
+    src = _dims(node.inputs[0], example)
+    if src is None:
+        return None
+    dims = [d if isinstance(d, int) else example.get(str(getattr(d, "value", d))) for d in v.shape]
+    unknown = [i for i, d in enumerate(dims) if d is None]
+    known = math.prod(d for d in dims if d is not None)
+    if len(unknown) != 1 or known == 0 or math.prod(src) % known:
+        return None
+    dims[unknown[0]] = math.prod(src) // known
+    return dims
+
+
+def _static(v: ir.Value | None, axis: int) -> int | None:
+    """One dim of `v` if it is a known int."""
+    if v is None or v.shape is None or len(v.shape) < -axis:
+        return None
+    d = v.shape[axis]
+    return d if isinstance(d, int) else None
 
 
 def _matmul(a: list[int], b: list[int]) -> int:
@@ -48,12 +74,14 @@ def node_flops(node: ir.Node, example: dict[str, int]) -> int | None:
             return None
         w = ins[1]  # (out_ch, in_ch/groups, *kernel)
         return 2 * math.prod(out) * math.prod(w[1:])
-    if op == "Attention" and ins[0] and ins[1] and ins[2] and len(ins[0]) == 4:
-        b, h, s, d = ins[0]
-        return 2 * b * h * s * ins[1][2] * (d + ins[2][3])
-    if op == "Attention" and ins[0] and ins[1] and ins[2] and len(ins[0]) == 3:  # (B, S, H·d) form
-        b, s, hd = ins[0]
-        return 2 * b * s * ins[1][1] * (hd + ins[2][2])
+    if op == "Attention" and ins[0]:  # the batch comes from q; k/v need only their static dims
+        keys, v_width = _static(node.inputs[1], -2), _static(node.inputs[2], -1)
+        if len(ins[0]) == 4 and keys and v_width:
+            b, h, s, d = ins[0]
+            return 2 * b * h * s * keys * (d + v_width)
+        if len(ins[0]) == 3 and keys and v_width:  # (B, S, H·d) form
+            b, s, hd = ins[0]
+            return 2 * b * s * keys * (hd + v_width)
     return 0 if op not in ("MatMul", "Gemm", "Conv", "Attention") else None
 
 

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import onnx_ir as ir
 
 from edgeattn import passes
@@ -25,10 +26,11 @@ from edgeattn.compiler.flops import graph_flops
 
 DEFAULT_BUDGET = "cosine>=0.99"
 _OPS = {">=": operator.ge, "<=": operator.le}
-_METRICS = {"cosine": ">=", "top1-drop": "<=", "max-abs": "<=", "embedding-cosine": ">=", "nn-agree": ">="}
+_METRICS = {"cosine": ">=", "top1-drop": "<=", "top1-agree": ">=", "max-abs": "<=", "embedding-cosine": ">=",
+            "nn-agree": ">="}
 # metric → key of the accuracy dict (top1-drop is computed from top1 and reference_top1)
 _KEYS = {"cosine": "cosine", "max-abs": "max_abs_error", "embedding-cosine": "embedding_cosine",
-         "nn-agree": "nn_agreement"}
+         "nn-agree": "nn_agreement", "top1-agree": "top1_agreement"}
 EMBEDDING_METRICS = {"embedding-cosine", "nn-agree"}
 
 
@@ -124,7 +126,8 @@ def _measured(metric: str, acc: dict) -> float:
     key = _KEYS.get(metric)
     if key is not None:
         if key not in acc:
-            raise CompileError(f"budget {metric} needs the model's text set", "use cosine>=X for this model")
+            need = "(batch, classes) scores or labelled data" if metric == "top1-agree" else "the model's text set"
+            raise CompileError(f"budget {metric} needs {need}", "use cosine>=X for this model")
         return acc[key]
     if "top1" not in acc:
         raise CompileError("budget top1-drop needs labelled evaluation data", "use cosine>=X for this model")
@@ -136,15 +139,27 @@ def describe(values: dict[str, float]) -> str:
 
 
 def measure_candidate(model: ir.Model, feeds: dict | list[dict], reference_out: list, zoo_model=None,
-                      reference_top1: float | None = None, reference_embeddings=None, runner=None) -> dict:
+                      reference_top1: tuple[float, np.ndarray] | None = None, reference_embeddings=None,
+                      runner=None) -> dict:
     """`runner(model) -> run(feeds)`; default ORT with optimizations off (the graph's own numbers).
     With a list of feeds, `reference_out` holds their outputs one after another; the lowest cosine
-    and the largest error over them count."""
+    and the largest error over them count. `reference_top1`: the reference's top-1 on the labelled
+    set and its predicted classes there (top1_agreement is then measured on that set; without
+    it, on the first output of the feeds)."""
     run = (runner or _ort_unoptimized)(model)
-    acc = accuracy.compare(reference_out, [out for f in (feeds if isinstance(feeds, list) else [feeds]) for out in run(f)])
+    outs = [out for f in (feeds if isinstance(feeds, list) else [feeds]) for out in run(f)]
+    acc = accuracy.compare(reference_out, outs)
     if zoo_model is not None and zoo_model.evaluate_top1 is not None and reference_top1 is not None:
         name = zoo_model.inputs[0].name
-        acc["top1"], acc["reference_top1"] = zoo_model.evaluate_top1(lambda x: run({name: x})[0]), reference_top1
+        top1, predicted = accuracy.top1_with_predictions(zoo_model.evaluate_top1, lambda x: run({name: x})[0])
+        acc["top1"], acc["reference_top1"] = top1, reference_top1[0]
+        acc["top1_agreement"] = float(np.mean(predicted == reference_top1[1]))
+    else:
+        stride = len(reference_out) // max(1, len(feeds) if isinstance(feeds, list) else 1)
+        firsts = lambda xs: [x for i, x in enumerate(xs) if i % stride == 0]
+        agreement = accuracy.top1_agreement(firsts(reference_out), firsts(outs))
+        if agreement is not None:
+            acc["top1_agreement"] = agreement
     if reference_embeddings is not None:
         emb = zoo_model.evaluate_embeddings(lambda f: run(f)[0])
         acc.update(accuracy.embedding_agreement(reference_embeddings, emb))

@@ -67,6 +67,8 @@ class AgentAttention(ir.passes.InPlacePass):
                 continue
             _rewrite(model, block, pooling_matrix(n, p, agents), self.power, self.shortcut)
             changed.append({"layer": block.index, "tokens": n, "agents": agents})
+        if changed:  # shapes of the new values (FLOP counts and later passes read them)
+            ir.passes.common.ShapeInferencePass()(model)
         self.sites_changed = len(changed)
         self.details = {"changed": changed, "skipped": skipped, "power": self.power, "shortcut": self.shortcut}
         return ir.passes.PassResult(model, modified=bool(changed))

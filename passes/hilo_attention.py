@@ -46,6 +46,8 @@ class HiLoAttention(ir.passes.InPlacePass):
             _rewrite(model, block, p, g, self.window, self.pool, lo)
             changed.append({"layer": block.index, "hifi_heads": block.heads - lo, "lofi_heads": lo,
                             "lofi_keys": p + (g // self.pool) ** 2, "hifi_keys": p + self.window ** 2})
+        if changed:  # shapes of the new values (FLOP counts and later passes read them)
+            ir.passes.common.ShapeInferencePass()(model)
         self.sites_changed = len(changed)
         self.details = {"changed": changed, "skipped": skipped, "window": self.window, "pool": self.pool,
                         "alpha": self.alpha}

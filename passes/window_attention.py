@@ -54,6 +54,8 @@ class WindowAttention(ir.passes.InPlacePass):
             _rewrite(model, block, p, g, w, st)
             changed.append({"layer": block.index, "grid": g, "window": w, "stride": st,
                             "keys_per_patch_query": p + w * w, "keys_before": block.tokens})
+        if changed:  # shapes of the new values (FLOP counts and later passes read them)
+            ir.passes.common.ShapeInferencePass()(model)
         self.sites_changed = len(changed)
         self.details = {"changed": changed, "skipped": skipped, "window": self.window, "stride": self.stride}
         return ir.passes.PassResult(model, modified=bool(changed))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -91,3 +92,35 @@ def test_explain_shows_each_windowed_layer(tmp_path):
     r = edgeattn("explain", str(tmp_path / "a"))
     assert r.returncode == 0, r.stderr
     assert "window 2×2, stride 1: 6 keys" in r.stdout and "window 4×4: 18 keys" in r.stdout
+
+
+def test_top1_agreement_on_labelled_data_and_on_scores():
+    from edgeattn.compiler import accuracy  # noqa: PLC0415
+    from edgeattn.compiler.plan import measure_candidate  # noqa: PLC0415
+
+    labels = np.array([0, 1, 2, 0])
+    logits = np.eye(3)[labels] * 5
+    flipped = logits.copy()
+    flipped[3] = np.eye(3)[2] * 5  # one of four predictions changes
+
+    def evaluate_top1(predict):  # a labelled set of 4 images, 2 per batch
+        got = np.concatenate([predict(np.arange(i, i + 2)).argmax(1) for i in (0, 2)])
+        return float(np.mean(got == labels))
+
+    ref = accuracy.top1_with_predictions(evaluate_top1, lambda x: logits[x])
+    assert ref[0] == 1.0 and list(ref[1]) == [0, 1, 2, 0]
+
+    zoo = types.SimpleNamespace(inputs=[types.SimpleNamespace(name="x")], evaluate_top1=evaluate_top1)
+
+    runner = lambda table: (lambda _m: lambda f: [table[f["x"]]])
+    feeds = [{"x": np.array([0])}, {"x": np.array([3])}]
+    acc = measure_candidate(None, feeds, [logits[[0]], logits[[3]]], zoo, ref, runner=runner(flipped))
+    assert acc["top1"] == 0.75 and acc["top1_agreement"] == 0.75
+    assert Budget.parse("top1-agree>=0.7").met(Budget.parse("top1-agree>=0.7").measure(acc))
+    # no labelled data: agreement over the feeds' own class scores (here 1 of 2 differs)
+    acc = measure_candidate(None, feeds, [logits[[0]], logits[[3]]], runner=runner(flipped))
+    assert acc["top1_agreement"] == 0.5 and "top1" not in acc
+    # outputs that are not class scores: no agreement, and a budget asking for it says why
+    acc = measure_candidate(None, feeds[:1], [np.zeros((1, 4, 3))], runner=lambda _m: lambda f: [np.zeros((1, 4, 3))])
+    with pytest.raises(CompileError, match="top1-agree needs"):
+        Budget.parse("top1-agree>=0.9").measure(acc)

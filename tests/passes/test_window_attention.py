@@ -98,3 +98,22 @@ def test_window_per_layer(folded_deit_proto):
     p = WindowAttention(window=[4, 2], layers=[0, 2])
     p(model)
     assert [(c["layer"], c["window"], c["stride"]) for c in p.details["changed"]] == [(0, 4, 4), (2, 2, 2)]
+
+
+def test_flop_count_sees_the_windows(folded_deit_proto):
+    """The windowed Attention's batch is a -1 folded over the windows: the count still follows
+    the keys each query scores (here w² + P of P + G² at every site)."""
+    from edgeattn.compiler.flops import graph_flops, node_flops  # noqa: PLC0415
+
+    exact = ir.from_proto(folded_deit_proto)
+    attention = lambda m: sum(node_flops(n, {"batch": 1}) or 0 for n in m.graph if n.op_type == "Attention")
+    counted = {}
+    for window in (G, 2):
+        model = ir.from_proto(folded_deit_proto)
+        WindowAttention(window=window)(model)
+        counted[window] = attention(model)
+        assert graph_flops(model) - counted[window] == graph_flops(exact) - attention(exact)
+    n, c = P + G * G, 2 * 16  # tokens; 2 heads × 16 channels per head (hidden 32)
+    per_site = lambda keys_patch, keys_prefix: 2 * (G * G * keys_patch + P * keys_prefix) * 2 * c
+    assert attention(exact) == 3 * per_site(n, n) == counted[G]
+    assert counted[2] == 3 * per_site(P + 4, n)
