@@ -63,27 +63,41 @@ def per_layer_schedule(run: Callable[[tuple[int, ...]], dict], sites: int, level
                        spent: Callable[[], bool]) -> tuple[tuple[int, ...], int, list[int]]:
     """The per-layer schedule (one level 0…`levels` per site; 0 = exact, higher = cheaper and less
     accurate) with the fewest FLOPs + `site_cost` per changed site that `run` finds inside the
-    budget: each site alone bisected (sensitivity), then all sites scaled together (errors add
-    up), then greedy single-site steps, earlier sites first (they save the most), keeping what
-    stays inside and costs less; where sites cost something, dropping a site is a move too.
-    Returns (schedule, its FLOPs, each site's level alone)."""
+    budget: one level for every site bisected first (the uniform schedule a user would try),
+    then each site alone from there up (sensitivity), then all sites scaled together from their
+    levels alone (errors add up), then greedy single-site steps, earlier sites first (they save
+    the most), keeping what stays inside and costs less; where sites cost something, dropping a
+    site is a move too. Whatever the evaluation cap cuts short, the cheapest schedule measured
+    inside the budget is returned. Returns (schedule, its FLOPs, each site's level alone); the
+    schedule is all zeros (FLOPs None) when nothing inside was measured."""
     zero = (0,) * sites
+    inside: dict[tuple[int, ...], int] = {}
+
+    def measured(schedule: tuple[int, ...]) -> dict:
+        trial = run(schedule)
+        if trial["ok"]:
+            inside[schedule] = trial["flops"]
+        return trial
 
     def with_site(i: int, k: int) -> tuple[int, ...]:
         return tuple(k if j == i else v for j, v in enumerate(zero))
 
-    alone = [largest(lambda k, i=i: run(with_site(i, k))["ok"], levels) for i in range(sites)]
+    def cost(schedule: tuple[int, ...], flops: int) -> float:
+        return flops + site_cost * sum(1 for v in schedule if v)
+
+    uniform = largest(lambda k: measured((k,) * sites)["ok"], levels)
+    alone = [largest(lambda k, i=i: measured(with_site(i, k))["ok"], levels, lo=uniform) for i in range(sites)]
 
     def scaled(a: float) -> tuple[int, ...]:
         return tuple(int(a * k) for k in alone)
 
     grid = 8
-    best = scaled(largest(lambda g: run(scaled(g / grid))["ok"], grid) / grid)
-    best_flops = run(best)["flops"]
-
-    def cost(schedule: tuple[int, ...], flops: int) -> float:
-        return flops + site_cost * sum(1 for v in schedule if v)
-
+    largest(lambda g: measured(scaled(g / grid))["ok"], grid)
+    measured(zero)
+    if not inside:  # the cap came before any schedule inside the budget was measured
+        return zero, None, alone
+    best = min(inside, key=lambda sch: cost(sch, inside[sch]))
+    best_flops = inside[best]
     improved = True
     while improved and not spent():
         improved = False
@@ -92,8 +106,9 @@ def per_layer_schedule(run: Callable[[tuple[int, ...]], dict], sites: int, level
             if site_cost > 0 and best[i]:
                 moves.append(tuple(0 if j == i else v for j, v in enumerate(best)))
             for cand in moves:
-                trial = run(cand)
+                trial = measured(cand)
                 if trial["ok"] and cost(cand, trial["flops"]) < cost(best, best_flops):
                     best, best_flops, improved = cand, trial["flops"], True
                     break
-    return best, best_flops, alone
+    best = min(inside, key=lambda sch: cost(sch, inside[sch]))
+    return best, inside[best], alone

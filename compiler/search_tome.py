@@ -1,11 +1,13 @@
 """`--rewrite auto`, family `tome`: a measured per-layer search for the cheapest token-merging
 schedule that stays inside the accuracy budget.
 
+0. Uniform: one r at every site (and before the first block), bisected on a grid (steps of
+   ~1/16 of the tokens): what a user would try by hand, and a floor for step 1.
 1. Sensitivity: each layer alone (and the merge before the first block, on the embeddings),
-   its merge count r bisected on a grid (steps of ~1/16 of the tokens) → the largest r that
-   layer takes alone and still meets the budget.
+   its merge count r bisected from the uniform r up → the largest r that layer takes alone.
 2. Joint: the schedule α · r_alone, α bisected, measured as a whole (errors add up across layers).
 3. Greedy: raise single layers one grid step, cheapest-FLOPs gain first, keep what still meets it.
+The cheapest schedule measured inside the budget wins (compiler/search_base.per_layer_schedule).
 Before that, one probe picks proportional attention on or off (whichever keeps more margin).
 Every candidate is measured (the same meter as explicit plans: reference outputs, labelled data
 where the model has it). The objective is the graph's GEMM FLOPs at batch 1; compiler/planner.py

@@ -222,11 +222,13 @@ def test_safer_steps_end_at_the_exact_graph():
 
 def test_a_costly_site_trades_merge_sites_for_flops(deit):
     """With each merge site charged a fifth of the model's FLOPs, the tome search ends with fewer
-    sites than without, every trial still inside the budget it reports."""
+    sites than without, every trial still inside the budget it reports. (The meter rules out the
+    merge before the first block, which alone would reach the budget.)"""
     from edgeattn.compiler import search_tome  # noqa: PLC0415
 
     exact = graph_flops(deit)
-    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
+    embed = lambda m: any("_tome_embed" in name for name in m.graph.initializers)
+    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact) - 0.1 * embed(m), "max_abs_error": 0.0}
     budget = Budget.parse("cosine>=0.98")
     free, rec0 = search_tome.search(deit, budget, meter, lambda _: None)
     costly, rec1 = search_tome.search(deit, budget, meter, lambda _: None, site_cost=0.2 * exact)
@@ -237,9 +239,10 @@ def test_a_costly_site_trades_merge_sites_for_flops(deit):
 
 def test_the_fewest_flops_schedule_is_a_finalist_when_sites_are_charged(deit, monkeypatch):
     """With sites charged, each family's fewest-FLOPs trial is timed too; a clock that favours
-    fewer FLOPs picks it, and the record says so."""
+    fewer FLOPs picks it, and the record says so. (No merge before the first block, as above.)"""
     exact = graph_flops(deit)
-    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
+    embed = lambda m: any("_tome_embed" in name for name in m.graph.initializers)
+    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact) - 0.1 * embed(m), "max_abs_error": 0.0}
     monkeypatch.setattr(planner, "site_cost_flops", lambda *a: {"flops": 0.2 * exact})
     monkeypatch.setattr(planner, "time_models", lambda models, feeds: [graph_flops(m) / exact for m in models])
     feeds = {"pixel_values": np.zeros((1, 3, 32, 32), np.float32)}
@@ -248,3 +251,28 @@ def test_the_fewest_flops_schedule_is_a_finalist_when_sites_are_charged(deit, mo
     fewest = min(t["flops"] for t in record["trials"] if t["ok"])
     assert "tome (fewest FLOPs)" in record["families"] and record["pick"] == "fewest FLOPs"
     assert graph_flops(build_plan(deit, steps, lambda _: None)[0]) == fewest == record["flops_chosen"]
+
+
+@pytest.mark.parametrize("cap", [0, 3, 6, 100])
+def test_per_layer_schedule_returns_the_cheapest_measured_inside_even_when_cut_short(cap):
+    """Levels cost: each level saves 10 FLOPs, the budget allows 5 levels in all. Whatever the
+    cap, the result is a measured schedule inside the budget with the fewest FLOPs of those
+    measured; uncapped, it uses the whole budget."""
+    from edgeattn.compiler.search_base import per_layer_schedule  # noqa: PLC0415
+
+    measured = []
+
+    def run(schedule):
+        if len(measured) >= cap:
+            return {"ok": False, "flops": None}
+        measured.append((schedule, sum(schedule) <= 5))
+        return {"ok": sum(schedule) <= 5, "flops": 100 - 10 * sum(schedule)}
+
+    best, flops, alone = per_layer_schedule(run, 4, 3, 0.0, lambda: len(measured) >= cap)
+    if cap == 0:
+        assert best == (0, 0, 0, 0) and flops is None
+        return
+    inside = [sch for sch, ok in measured if ok]
+    assert best in inside and flops == 100 - 10 * sum(best) == min(100 - 10 * sum(s) for s in inside)
+    if cap == 100:
+        assert sum(best) == 5 and alone == [3, 3, 3, 3]
