@@ -188,7 +188,8 @@ def _print_layers(plan: dict) -> None:
         for item in r.get("details", {}).get("changed", []) if r["name"] == "window" else []:
             stride = "" if item["stride"] == item["window"] else f", stride {item['stride']}"
             rows.setdefault(item["layer"], {}).update(
-                change=f"window {item['window']}×{item['window']}{stride}: {item['keys_per_patch_query']} keys")
+                {"in": item["keys_before"],
+                 "change": f"window {item['window']}×{item['window']}{stride}: {item['keys_per_patch_query']} keys"})
     if not rows:
         return
     search = plan.get("search") or {}

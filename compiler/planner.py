@@ -39,7 +39,7 @@ def _families(names) -> list[str]:
 
 
 def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict], say: Callable[[str], None],
-           max_evals: int = 60, families="tome,cls-prune", feeds: dict | None = None,
+           max_evals: int = 60, families="tome,cls-prune,window", feeds: dict | None = None,
            calibration: Callable[[], list[dict]] | None = None) -> tuple[list[RewriteStep], dict]:
     """Each family's pick (at most `max_evals` measured candidates each) and, where sites are
     charged, its fewest-FLOPs trial: the fastest of these on ORT when `feeds` are given (else
