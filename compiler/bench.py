@@ -4,11 +4,7 @@ ONNX Runtime on the unmodified export, and the machine's GEMM peak."""
 
 from __future__ import annotations
 
-import json
-import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,15 +14,12 @@ import numpy as np
 from edgeattn import targets
 from edgeattn.compiler import baselines as baselines_mod
 from edgeattn.compiler.compile import calibration_feeds, compile_source
-from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.frontend import Source, load_source
 from edgeattn.compiler.pipeline import run_pipeline
+from edgeattn.compiler.timing import time_interleaved
 
 Say = Callable[[str], None]
-# Pause before each candidate's turn: an idle worker's thread pool (OpenMP, ORT) keeps spinning
-# for a moment after its last run and would steal cores from the next candidate.
-SETTLE_S = 0.3
 
 
 @dataclass
@@ -137,45 +130,6 @@ def plan_candidates(src: Source, spec: str, target_names: list[str], precisions:
                 cands.append(baselines_mod.openvino_nncf_int8(src, work / "openvino-nncf", threads, _artifact,
                                                               calibration_feeds(src)))
     return cands, notes
-
-
-def time_interleaved(cands: list[Candidate], rounds: int, per_round: int, warmup: int, say: Say) -> None:
-    """One process per candidate; each round asks every worker in turn for `per_round` runs."""
-    procs = []
-    try:
-        for c in cands:
-            p = subprocess.Popen(c.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            procs.append(p)
-            _ready(p, c)
-        for c, p in zip(cands, procs):
-            _ask(p, warmup)
-        for r in range(rounds):
-            say(f"round {r + 1}/{rounds}")
-            for c, p in zip(cands, procs):
-                time.sleep(SETTLE_S)
-                reply = _ask(p, per_round)
-                c.times_ms += reply["times_ms"]
-                c.round_medians.append(statistics.median(reply["times_ms"]))
-                c.peak_rss_mb = reply["peak_rss_mb"]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-                p.stdin.flush()
-                p.wait(timeout=30)
-
-
-def _ready(p: subprocess.Popen, c: Candidate) -> None:
-    line = p.stdout.readline()
-    if not line:
-        err = p.stderr.read().strip().splitlines()
-        raise CompileError(f"worker for {c.label} failed to start: {err[-1] if err else 'no output'}")
-
-
-def _ask(p: subprocess.Popen, n: int) -> dict:
-    p.stdin.write(json.dumps({"cmd": "run", "n": n}) + "\n")
-    p.stdin.flush()
-    return json.loads(p.stdout.readline())
 
 
 def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch: int) -> list[dict]:

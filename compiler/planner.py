@@ -8,7 +8,8 @@
    pruning; compiler/search_window.py: blocked window attention), every candidate measured
    against the reference.
 3. The families' picks (and, the charge being an estimate, each family's fewest-FLOPs trial)
-   are timed against each other on ONNX Runtime (interleaved rounds); the fastest is the plan.
+   are timed against each other on ONNX Runtime (one worker process per graph, interleaved
+   rounds: see time_models); the fastest is the plan.
 4. A cosine budget is validated on inputs the search did not measure; a pick that misses there
    is backed off toward the exact graph (the family's `safer` step) until it passes.
 compile then times the plan against the exact graph and drops it if it is not faster.
@@ -17,7 +18,10 @@ compile then times the plan against the exact graph and drops it if it is not fa
 from __future__ import annotations
 
 import importlib
-import time
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -127,34 +131,35 @@ def validated(model: ir.Model, steps: list[RewriteStep], record: dict, cosine: C
     return [], {"floor": floor, "checks": checks, "passed": False}
 
 
-def ort_latency_ms(model: ir.Model, feeds: dict, runs: int = 20, min_seconds: float = 0.25) -> float:
-    """Median latency on ONNX Runtime (graph optimizations on, 1 session): at least `runs` runs and
-    `min_seconds` of them (a 1 ms model needs hundreds for a stable median)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
-    for _ in range(3):
-        sess.run(None, feeds)
-    times: list[float] = []
-    while len(times) < runs or (sum(times) < min_seconds and len(times) < 2000):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
+@dataclass
+class _Graph:
+    """One graph timed by compiler/ort_worker.py (the fields timing.time_interleaved fills)."""
+    label: str
+    cmd: list[str]
+    times_ms: list[float] = field(default_factory=list)
+    round_medians: list[float] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
 
 
-def time_models(models: list[ir.Model], feeds: dict, rounds: int = 3) -> list[float]:
-    """Interleaved rounds on ORT; each model's best round median (ms)."""
-    best = [float("inf")] * len(models)
-    for _ in range(rounds):
+def time_models(models: list[ir.Model], feeds: dict, rounds: int = 5) -> list[float]:
+    """Each model's best round median (ms) on ONNX Runtime (graph optimizations on): one worker
+    process per model, away from this process's torch and ORT thread pools, asked in turn for
+    rounds of ≥ 0.25 s each (a 1 ms model needs hundreds of runs for a stable median)."""
+    from edgeattn.compiler.timing import time_interleaved  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="edgeattn-time-") as tmp:
+        np.savez(Path(tmp) / "feeds.npz", **feeds)
+        graphs = []
         for i, m in enumerate(models):
-            best[i] = min(best[i], ort_latency_ms(m, feeds))
-    return best
+            path = Path(tmp) / f"m{i}.onnx"
+            ir.save(m, path)
+            graphs.append(_Graph(f"candidate {i}", [sys.executable, "-m", "edgeattn.compiler.ort_worker", str(path),
+                                                    str(Path(tmp) / "feeds.npz")]))
+        time_interleaved(graphs, rounds, None, 5, lambda _s: None)
+    return [min(g.round_medians) for g in graphs]
 
 
-def compare_latency(exact: ir.Model, chosen: ir.Model, feeds: dict, rounds: int = 3) -> dict:
+def compare_latency(exact: ir.Model, chosen: ir.Model, feeds: dict, rounds: int = 5) -> dict:
     """Interleaved rounds of exact vs chosen on ORT; speedup = min exact / min chosen."""
     a, b = time_models([exact, chosen], feeds, rounds)
     return {"exact_ms": a, "plan_ms": b, "speedup": a / b, "measured_on": "onnxruntime CPU"}

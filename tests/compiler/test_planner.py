@@ -113,7 +113,9 @@ def test_cls_prune_search_stays_inside_the_budget_and_skips_hopeless_layers(deit
     assert trial is None or not trial["ok"]
 
 
-def test_cls_prune_search_on_a_model_it_cannot_prune():
+@pytest.mark.parametrize("family", ["cls-prune", "window"])
+def test_family_search_on_a_model_it_cannot_rewrite(family):
+    """A causal decoder has no class token to prune by and no patch grid to window."""
     from ..tiny_models import tiny_causal_attention_onnx  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
@@ -121,7 +123,7 @@ def test_cls_prune_search_on_a_model_it_cannot_prune():
     with tempfile.TemporaryDirectory() as tmp:
         model = ir.load(tiny_causal_attention_onnx(Path(tmp) / "c.onnx"))
     steps, record = planner.search(model, Budget.parse("cosine>=0.9"), lambda m: {"cosine": 1.0}, lambda _: None,
-                                   families="cls-prune")
+                                   families=family)
     assert steps == [] and "no schedule to search" in record["reason"]
 
 
@@ -137,18 +139,6 @@ def test_window_search_keeps_the_windows_the_budget_affords(deit):
     assert all(t["ok"] == (sum(map(bool, t["windows"])) <= 1) for t in record["trials"])
     built = build_plan(deit, steps, lambda _: None)[0]
     assert windowed(built) == 1
-
-
-def test_window_search_on_a_model_without_a_patch_grid():
-    from ..tiny_models import tiny_causal_attention_onnx  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model = ir.load(tiny_causal_attention_onnx(Path(tmp) / "c.onnx"))
-    steps, record = planner.search(model, Budget.parse("cosine>=0.9"), lambda m: {"cosine": 1.0}, lambda _: None,
-                                   families="window")
-    assert steps == [] and "no schedule to search" in record["reason"]
 
 
 def test_families_are_chosen_by_measured_latency(deit, monkeypatch):
@@ -276,3 +266,24 @@ def test_per_layer_schedule_returns_the_cheapest_measured_inside_even_when_cut_s
     assert best in inside and flops == 100 - 10 * sum(best) == min(100 - 10 * sum(s) for s in inside)
     if cap == 100:
         assert sum(best) == 5 and alone == [3, 3, 3, 3]
+
+
+def _matmul_chain(length: int) -> ir.Model:
+    """y = x · W · W · … (`length` 64×64 MatMuls)."""
+    import onnx  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    w = numpy_helper.from_array(np.eye(64, dtype=np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i}", "w"], [f"h{i + 1}" if i + 1 < length else "y"])
+             for i in range(length)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_time_models_runs_each_graph_in_its_own_worker():
+    """The planner's timer (one ORT worker process per graph, interleaved rounds): 200 MatMuls
+    in a chain are not timed faster than one."""
+    feeds = {"x": np.ones((1, 64), np.float32)}
+    light_ms, heavy_ms = planner.time_models([_matmul_chain(1), _matmul_chain(200)], feeds, rounds=2)
+    assert 0 < light_ms < heavy_ms
