@@ -44,7 +44,7 @@ bench-int8: install
 	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,int8 --baselines --budget "embedding-cosine>=0.99,nn-agree>=0.97" -o bench/minilm-l6_512-int8
 
 bench-rewrites: install
-	$(VENV)/bin/edgeattn bench digits-vit --targets ort,openvino --rewrite auto --budget "top1-drop<=0.5" --rounds 7 --runs 30 -o bench/digits-vit-auto
+	$(VENV)/bin/edgeattn bench digits-vit --targets ort,openvino --rewrite auto --budget "top1-drop<=0.5" --rounds 20 --runs 100 -o bench/digits-vit-auto
 	$(VENV)/bin/edgeattn bench digits-vit-hr --targets ort,openvino --rewrite auto --budget "top1-drop<=1" -o bench/digits-vit-hr-auto
 	$(VENV)/bin/edgeattn bench deit-small@384 --targets ort,openvino --rewrite auto --budget "cosine>=0.99" -o bench/deit-small_384-auto
 	$(VENV)/bin/edgeattn bench deit-small@512 --targets ort,openvino --rewrite auto --budget "cosine>=0.99" -o bench/deit-small_512-auto

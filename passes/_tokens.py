@@ -63,17 +63,22 @@ def _residual_add(attention: ir.Node) -> tuple[ir.Node, ir.Value] | None:
     return None
 
 
-def block_reason(node: ir.Node, allowed_mask: ir.Value | None = None) -> str | None:
+def block_reason(node: ir.Node, allowed_mask: ir.Value | None = None, head_shared_masks: bool = False) -> str | None:
     """Why a token-reducing rewrite cannot use this Attention site (None if it can);
-    `allowed_mask`: a mask the rewrite knows how to carry (a verified key-padding mask)."""
+    `allowed_mask`: a mask the rewrite knows how to carry (a verified key-padding mask);
+    `head_shared_masks`: any mask that every head shares is fine (rewrites of heads, not tokens)."""
     if _attr(node, "is_causal", 0):
         return "causal attention"
     if not _attr(node, "q_num_heads"):
         return "not the 3-D (folded) form"
     if len(node.inputs) > 4 and any(v is not None for v in node.inputs[4:]):
         return "has a KV cache"
-    if len(node.inputs) > 3 and node.inputs[3] is not None and node.inputs[3] is not allowed_mask:
-        return "has a mask that is not a plain key-padding mask"
+    mask = node.inputs[3] if len(node.inputs) > 3 else None
+    if mask is not None and mask is not allowed_mask:
+        if not head_shared_masks:
+            return "has a mask that is not a plain key-padding mask"
+        if mask.shape is None or (len(mask.shape) == 4 and mask.shape[1] != 1):
+            return "has a mask that is not shared by every head"
     q, k = node.inputs[0], node.inputs[1]
     if q.shape is None or k.shape is None or len(q.shape) != 3 or not isinstance(q.shape[1], int):
         return "needs a static token count"
@@ -82,12 +87,13 @@ def block_reason(node: ir.Node, allowed_mask: ir.Value | None = None) -> str | N
     return None
 
 
-def find_blocks(model: ir.Model, allowed_mask: ir.Value | None = None) -> tuple[list[Block], list[dict]]:
-    """The usable blocks in graph order, and the sites skipped with their reason."""
+def find_blocks(model: ir.Model, allowed_mask: ir.Value | None = None,
+                head_shared_masks: bool = False) -> tuple[list[Block], list[dict]]:
+    """The usable blocks in graph order, and the sites skipped with their reason (block_reason)."""
     blocks, skipped = [], []
     sites = [n for n in model.graph if n.op_type == "Attention"]
     for index, node in enumerate(sites):
-        reason = block_reason(node, allowed_mask)
+        reason = block_reason(node, allowed_mask, head_shared_masks)
         found = None if reason else _residual_add(node)
         if reason is None and found is None:
             reason = "no residual Add after the attention branch"

@@ -34,7 +34,7 @@ class HeadPruning(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         FoldAttentionHeads()(model)
-        blocks, skipped = find_blocks(model)
+        blocks, skipped = find_blocks(model, head_shared_masks=True)  # a mask every head shares stays valid
         sites = []
         for b in blocks:
             if self.layers is not None and b.index not in self.layers:

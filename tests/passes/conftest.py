@@ -158,3 +158,17 @@ def folded_deit_proto():
     model = canonical_tiny_deit()
     FoldAttentionHeads()(model)
     return ir.to_proto(model)
+
+
+@pytest.fixture(scope="module")
+def encoder_proto():
+    return ir.to_proto(canonical_tiny_sentence_encoder(seq=16))
+
+
+def text_feeds(real: list[int], seq: int = 16) -> dict[str, np.ndarray]:
+    """Random token ids for the tiny sentence encoder; text i has real[i] tokens, then padding."""
+    rng = np.random.default_rng(3)
+    mask = np.zeros((len(real), seq), np.int64)
+    for i, n in enumerate(real):
+        mask[i, :n] = 1
+    return {"input_ids": rng.integers(1, 100, (len(real), seq)).astype(np.int64), "attention_mask": mask}

@@ -8,9 +8,10 @@ import pytest
 
 from edgeattn.passes._tokens import find_blocks
 from edgeattn.passes._linear import channel_stats
+from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 from edgeattn.passes.head_pruning import HeadPruning
 
-from .conftest import ort_run
+from .conftest import ort_run, text_feeds
 
 
 def _feeds(seed: int, batch: int = 4):
@@ -33,20 +34,13 @@ def test_ratio_zero_is_exact(folded_deit_proto):
     np.testing.assert_allclose(ort_run(model, _feeds(0))[0], want, atol=1e-6)
 
 
-def test_pruned_heads_equal_their_calibration_mean(folded_deit_proto):
-    """The pruned graph must equal the original with the pruned heads' output channels held at
-    their calibration means: that is exactly what bias compensation promises."""
-    model = ir.from_proto(folded_deit_proto)
-    p = HeadPruning(ratio=0.5, calibration=CALIB)  # 3 of 6 heads, ≥ 1 kept per layer
-    p(model)
-    assert p.details["heads_removed"] == 3 and all(k["kept"] >= 1 for k in p.details["pruned"])
-    assert sum(_heads(model)) == 3
-    out = ort_run(model, _feeds(0))[0]
-    # the reference: the original graph with those channels overwritten by their means
-    ref = ir.from_proto(folded_deit_proto)
-    blocks = find_blocks(ref)[0]
-    stats = channel_stats(ref, [b.attention.outputs[0] for b in blocks], CALIB)
-    for item in p.details["pruned"]:
+def _with_channel_means(proto, pruned: list[dict], calib: list[dict]) -> ir.Model:
+    """The original graph with the pruned heads' output channels overwritten by their means."""
+    ref = ir.from_proto(proto)
+    FoldAttentionHeads()(ref)  # the 3-D form the pass works on (a folded graph stays as it is)
+    blocks = find_blocks(ref, head_shared_masks=True)[0]
+    stats = channel_stats(ref, [b.attention.outputs[0] for b in blocks], calib)
+    for item in pruned:
         block = blocks[item["layer"]]
         y = block.attention.outputs[0]
         d = y.shape[2] // block.heads
@@ -63,7 +57,32 @@ def test_pruned_heads_equal_their_calibration_mean(folded_deit_proto):
         ref.graph.insert_after(block.attention, [node, fixed])
         for u in users:
             u.node.replace_input_with(u.idx, fixed.outputs[0])
-    np.testing.assert_allclose(out, ort_run(ref, _feeds(0))[0], atol=1e-4)
+    return ref
+
+
+def test_pruned_heads_equal_their_calibration_mean(folded_deit_proto):
+    """The pruned graph must equal the original with the pruned heads' output channels held at
+    their calibration means: that is exactly what bias compensation promises."""
+    model = ir.from_proto(folded_deit_proto)
+    p = HeadPruning(ratio=0.5, calibration=CALIB)  # 3 of 6 heads, ≥ 1 kept per layer
+    p(model)
+    assert p.details["heads_removed"] == 3 and all(k["kept"] >= 1 for k in p.details["pruned"])
+    assert sum(_heads(model)) == 3
+    ref = _with_channel_means(folded_deit_proto, p.details["pruned"], CALIB)
+    np.testing.assert_allclose(ort_run(model, _feeds(0))[0], ort_run(ref, _feeds(0))[0], atol=1e-4)
+
+
+def test_a_padding_mask_shared_by_the_heads_is_kept(encoder_proto):
+    """A BERT-style encoder's key-padding mask is the same for every head: pruning heads leaves
+    it valid, so masked sites are pruned too (padded texts in calibration and test)."""
+    calib = [text_feeds([16, 9]), text_feeds([5, 12])]
+    model = ir.from_proto(encoder_proto)
+    p = HeadPruning(ratio=0.5, calibration=calib)  # 2 of 4 heads
+    p(model)
+    assert p.details["heads_removed"] == 2 and not p.details["skipped"]
+    ref = _with_channel_means(encoder_proto, p.details["pruned"], calib)
+    feeds = text_feeds([16, 7, 3])
+    np.testing.assert_allclose(ort_run(model, feeds)[0], ort_run(ref, feeds)[0], atol=1e-4)
 
 
 def test_needs_calibration(folded_deit_proto):

@@ -10,7 +10,7 @@ from edgeattn.passes._tokens import find_blocks
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 from edgeattn.passes.token_merging import TokenMerging
 
-from .conftest import canonical_tiny_deit, canonical_tiny_sentence_encoder, ort_run
+from .conftest import canonical_tiny_deit, ort_run, text_feeds
 
 TOKENS = 18  # 16 patches + class + distillation
 
@@ -134,23 +134,10 @@ def test_causal_decoder_is_skipped_with_reason(tmp_path):
     assert p.details["skipped"] and "causal" in p.details["skipped"][0]["reason"]
 
 
-@pytest.fixture(scope="module")
-def encoder_proto():
-    return ir.to_proto(canonical_tiny_sentence_encoder(seq=16))
-
-
-def _text_feeds(real: list[int], seq: int = 16):
-    rng = np.random.default_rng(3)
-    mask = np.zeros((len(real), seq), np.int64)
-    for i, n in enumerate(real):
-        mask[i, :n] = 1
-    return {"input_ids": rng.integers(1, 100, (len(real), seq)).astype(np.int64), "attention_mask": mask}
-
-
 def test_padding_mask_becomes_size_zero_and_pad_merges_are_free(encoder_proto):
     """Padded tokens get size 0: log(0) = -inf masks them after a merge, and merging a padded
     token costs nothing, so merging no more tokens than there are padded ones is exact."""
-    feeds = _text_feeds([6, 9])  # ≥ 7 padded tokens in each row, ≥ 3 of them in set A
+    feeds = text_feeds([6, 9])  # ≥ 7 padded tokens in each row, ≥ 3 of them in set A
     want = ort_run(ir.from_proto(encoder_proto), feeds)[0]
     model = ir.from_proto(encoder_proto)
     p = TokenMerging(r=3, layers=[0])
@@ -161,6 +148,6 @@ def test_padding_mask_becomes_size_zero_and_pad_merges_are_free(encoder_proto):
     # merging real tokens changes the embedding, but stays finite and close
     model = ir.from_proto(encoder_proto)
     TokenMerging(r=5)(model)
-    got = ort_run(model, _text_feeds([16, 16]))[0]
-    ref = ort_run(ir.from_proto(encoder_proto), _text_feeds([16, 16]))[0]
+    got = ort_run(model, text_feeds([16, 16]))[0]
+    ref = ort_run(ir.from_proto(encoder_proto), text_feeds([16, 16]))[0]
     assert np.isfinite(got).all() and np.abs(got - ref).max() > 1e-4
