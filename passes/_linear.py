@@ -73,9 +73,11 @@ def ort_unoptimized(model):
 
 
 def reduce_values(model: ir.Model, values: list[ir.Value], calibration: list[dict],
-                  reduce: Callable[[np.ndarray], np.ndarray]) -> list[list[np.ndarray]]:
+                  reduce: Callable[[np.ndarray], np.ndarray],
+                  tokens: Callable[[dict], np.ndarray] | None = None) -> list[list[np.ndarray]]:
     """Run `model` (ORT, optimizations off) on each calibration feed with `values` exposed as
-    outputs; returns reduce(value as (tokens, channels)) per value per feed."""
+    outputs; returns reduce(value as (tokens, channels)) per value per feed. `tokens(feed)`: which
+    rows count (a flat boolean per token, e.g. not padding); default all."""
     proto = ir.to_proto(model)
     known = {o.name for o in proto.graph.output}
     for v in values:
@@ -85,14 +87,18 @@ def reduce_values(model: ir.Model, values: list[ir.Value], calibration: list[dic
     names = [v.name for v in values]
     rows: list[list[np.ndarray]] = [[] for _ in values]
     for feeds in calibration:
+        keep = None if tokens is None else tokens(feeds)
         for i, out in enumerate(sess.run(names, feeds)):
-            rows[i].append(reduce(out.reshape(-1, out.shape[-1]).astype(np.float64)))
+            flat = out.reshape(-1, out.shape[-1]).astype(np.float64)
+            rows[i].append(reduce(flat if keep is None else flat[keep]))
     return rows
 
 
-def channel_stats(model: ir.Model, values: list[ir.Value], calibration: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per-channel mean and variance of each value over all calibration tokens."""
-    rows = reduce_values(model, values, calibration, lambda x: x)
+def channel_stats(model: ir.Model, values: list[ir.Value], calibration: list[dict],
+                  tokens: Callable[[dict], np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-channel mean and variance of each value over the calibration tokens (`tokens` as in
+    reduce_values)."""
+    rows = reduce_values(model, values, calibration, lambda x: x, tokens)
     return [(np.concatenate(r).mean(0), np.concatenate(r).var(0)) for r in rows]
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeattn.passes._linear import Projection, channel_stats, input_projection, output_projection
+from edgeattn.passes._padding import key_padding_input
 from edgeattn.passes._tokens import Block, find_blocks, reinfer_shapes
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 
@@ -48,7 +49,8 @@ class HeadPruning(ir.passes.InPlacePass):
         if sites and self.ratio > 0:
             if not self.calibration:
                 raise ValueError("head-prune needs calibration data")
-            stats = channel_stats(model, [b.attention.outputs[0] for b, _ in sites], self.calibration)
+            stats = channel_stats(model, [b.attention.outputs[0] for b, _ in sites], self.calibration,
+                                  _real_tokens(model, sites[0][0]))
             drop = _choose(sites, stats, self.ratio)
             for (block, proj), (mean, _), heads in zip(sites, stats, drop):
                 if heads:
@@ -61,6 +63,17 @@ class HeadPruning(ir.passes.InPlacePass):
         self.details = {"pruned": pruned, "skipped": skipped, "ratio": self.ratio,
                         "heads_removed": sum(len(p["heads"]) for p in pruned), "heads_considered": total}
         return ir.passes.PassResult(model, modified=bool(pruned))
+
+
+def _real_tokens(model: ir.Model, block: Block):
+    """With a key-padding mask, the statistics count the real tokens only: a padded position's
+    attention output is computed but never used, and would pull the means (the compensation)
+    and the fluctuation scores toward garbage."""
+    mask = block.attention.inputs[3] if len(block.attention.inputs) > 3 else None
+    source = key_padding_input(model, mask, block.tokens) if mask is not None else None
+    if source is None:
+        return None
+    return lambda feeds: np.asarray(feeds[source.name]).reshape(-1) != 0
 
 
 def _choose(sites, stats, ratio: float) -> list[set[int]]:

@@ -34,12 +34,13 @@ def test_ratio_zero_is_exact(folded_deit_proto):
     np.testing.assert_allclose(ort_run(model, _feeds(0))[0], want, atol=1e-6)
 
 
-def _with_channel_means(proto, pruned: list[dict], calib: list[dict]) -> ir.Model:
-    """The original graph with the pruned heads' output channels overwritten by their means."""
+def _with_channel_means(proto, pruned: list[dict], calib: list[dict], tokens=None) -> ir.Model:
+    """The original graph with the pruned heads' output channels overwritten by their means
+    (over the calibration tokens `tokens(feed)` selects; default all)."""
     ref = ir.from_proto(proto)
     FoldAttentionHeads()(ref)  # the 3-D form the pass works on (a folded graph stays as it is)
     blocks = find_blocks(ref, head_shared_masks=True)[0]
-    stats = channel_stats(ref, [b.attention.outputs[0] for b in blocks], calib)
+    stats = channel_stats(ref, [b.attention.outputs[0] for b in blocks], calib, tokens)
     for item in pruned:
         block = blocks[item["layer"]]
         y = block.attention.outputs[0]
@@ -74,13 +75,18 @@ def test_pruned_heads_equal_their_calibration_mean(folded_deit_proto):
 
 def test_a_padding_mask_shared_by_the_heads_is_kept(encoder_proto):
     """A BERT-style encoder's key-padding mask is the same for every head: pruning heads leaves
-    it valid, so masked sites are pruned too (padded texts in calibration and test)."""
+    it valid, so masked sites are pruned too (padded texts in calibration and test), and the
+    compensating means are taken over the real tokens only."""
     calib = [text_feeds([16, 9]), text_feeds([5, 12])]
     model = ir.from_proto(encoder_proto)
     p = HeadPruning(ratio=0.5, calibration=calib)  # 2 of 4 heads
     p(model)
     assert p.details["heads_removed"] == 2 and not p.details["skipped"]
-    ref = _with_channel_means(encoder_proto, p.details["pruned"], calib)
+    real = lambda f: f["attention_mask"].reshape(-1) != 0
+    ref = _with_channel_means(encoder_proto, p.details["pruned"], calib, real)
+    means = lambda m: [v.const_value.numpy() for k, v in m.graph.initializers.items() if k.startswith("mean")]
+    everywhere = _with_channel_means(encoder_proto, p.details["pruned"], calib)
+    assert not np.allclose(means(ref)[0], means(everywhere)[0])  # the padded positions would move them
     feeds = text_feeds([16, 7, 3])
     np.testing.assert_allclose(ort_run(model, feeds)[0], ort_run(ref, feeds)[0], atol=1e-4)
 
