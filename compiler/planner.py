@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -131,21 +130,11 @@ def validated(model: ir.Model, steps: list[RewriteStep], record: dict, cosine: C
     return [], {"floor": floor, "checks": checks, "passed": False}
 
 
-@dataclass
-class _Graph:
-    """One graph timed by compiler/ort_worker.py (the fields timing.time_interleaved fills)."""
-    label: str
-    cmd: list[str]
-    times_ms: list[float] = field(default_factory=list)
-    round_medians: list[float] = field(default_factory=list)
-    peak_rss_mb: float = 0.0
-
-
 def time_models(models: list[ir.Model], feeds: dict, rounds: int = 5) -> list[float]:
     """Each model's best round median (ms) on ONNX Runtime (graph optimizations on): one worker
     process per model, away from this process's torch and ORT thread pools, asked in turn for
     rounds of ≥ 0.25 s each (a 1 ms model needs hundreds of runs for a stable median)."""
-    from edgeattn.compiler.timing import time_interleaved  # noqa: PLC0415
+    from edgeattn.compiler.timing import Timed, time_interleaved  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="edgeattn-time-") as tmp:
         np.savez(Path(tmp) / "feeds.npz", **feeds)
@@ -153,7 +142,7 @@ def time_models(models: list[ir.Model], feeds: dict, rounds: int = 5) -> list[fl
         for i, m in enumerate(models):
             path = Path(tmp) / f"m{i}.onnx"
             ir.save(m, path)
-            graphs.append(_Graph(f"candidate {i}", [sys.executable, "-m", "edgeattn.compiler.ort_worker", str(path),
+            graphs.append(Timed(f"candidate {i}", [sys.executable, "-m", "edgeattn.compiler.ort_worker", str(path),
                                                     str(Path(tmp) / "feeds.npz")]))
         time_interleaved(graphs, rounds, None, 5, lambda _s: None)
     return [min(g.round_medians) for g in graphs]

@@ -9,7 +9,8 @@ import math
 import statistics
 import subprocess
 import time
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Callable
 
 from edgeattn.compiler.errors import CompileError
 
@@ -18,12 +19,15 @@ from edgeattn.compiler.errors import CompileError
 SETTLE_S = 0.3
 
 
-class Timed(Protocol):
+@dataclass
+class Timed:
+    """One worker command and what time_interleaved fills in for it (bench's Candidate carries
+    the same fields)."""
     label: str
     cmd: list[str]
-    times_ms: list[float]
-    round_medians: list[float]
-    peak_rss_mb: float
+    times_ms: list[float] = field(default_factory=list)
+    round_medians: list[float] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
 
 
 def time_interleaved(cands: list[Timed], rounds: int, per_round: int | None, warmup: int,
