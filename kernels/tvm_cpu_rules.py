@@ -5,9 +5,9 @@ against ~70 ms on ONNX Runtime. TVM 0.27's dlight has CPU rules for GEMV and red
 they left these graphs unchanged. These rules give every kernel a reasonable schedule:
 
 - `Matmul`: one reduction block over its last axis (A[..., i, k] · B[..., k, j], with elementwise
-  producers and epilogues fused by FuseOps): a 4×VEC register tile (VEC = the target's f32
-  lanes) accumulated in a local buffer over k, the epilogue applied on the tile's write-back,
-  the outer tiles in parallel.
+  producers and epilogues fused by FuseOps): a register tile sized to the ISA's register file
+  (4×24 on AVX2) accumulated in a local buffer over k, the GEMM padded to whole tiles, the
+  epilogue applied on the tile's write-back, the outer tiles in parallel.
 - `Injective`: elementwise/layout kernels: all loops fused, chunks of VEC lanes vectorised,
   the outer part in parallel.
 - reductions (softmax, LayerNorm) keep dlight's CPU `Reduction` rule; any other single reduction
@@ -20,12 +20,59 @@ from __future__ import annotations
 
 
 def _vector_lanes(target) -> int:
-    from tvm.target.codegen import llvm_get_vector_width
+    """f32 lanes of the target's vector registers (from its features: LLVM's vector-width query
+    answers 512 for znver3, which has no AVX-512)."""
+    return _register_file(target)[1]
 
+
+def _register_file(target) -> tuple[int, int]:
+    """(vector registers, f32 lanes in each) of the target's ISA."""
+    from tvm.target.codegen import target_has_features
+
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if triple.startswith(("aarch64", "arm64")):
+        return 32, 4  # NEON
     try:
-        return max(4, int(llvm_get_vector_width(target)) // 32)
-    except Exception:  # an LLVM without the query: SSE width
-        return 4
+        if target_has_features("avx512f", target):
+            return 32, 16
+        if target_has_features("avx", target):
+            return 16, 8
+    except Exception:  # an LLVM without the query
+        pass
+    return 16, 4
+
+
+# (rows, columns) register tiles of the GEMM micro-kernel, best first. AVX2 (16 ymm) was measured on
+# the dev VM (200×384×1536 + bias, 2 threads, GFLOP/s): 4×24 97–119, 5×16 73–95, 12×8 61–63,
+# 6×16 53 (LLVM spills one of its 12 accumulators: two broadcasts live at once), 2×48 65, 3×32 45.
+# Other register files get the same shape by rule, unmeasured: 3 vectors a row, accumulators in
+# three quarters of the registers.
+_AVX2_TILES = ((4, 24), (5, 16), (12, 8))
+
+
+def _tiles(target) -> tuple[tuple[int, int], ...]:
+    regs, lanes = _register_file(target)
+    if (regs, lanes) == (16, 8):
+        return _AVX2_TILES
+    acc = regs * 3 // 4
+    return tuple((acc // v, v * lanes) for v in (3, 2, 1))
+
+
+def _pick_tile(tiles, m: int | None, n: int | None) -> tuple[tuple[int, int], bool, bool]:
+    """(tile, pad M, pad N). A tile whose width divides N comes first (padded columns cost more than
+    their share: the tile's write-back goes scalar; 6×200×64×197 batched: 0.38 ms with N padded to
+    216, 0.29 with N=192), then the least padded work (a later tile's work counts more: it runs slower)."""
+    if m is None or n is None:
+        return tiles[0], False, False
+    ranked = list(enumerate(tiles))
+    whole = [(rank, t) for rank, t in ranked if n % t[1] == 0]
+
+    def work(rank_tile):
+        rank, (r, c) = rank_tile
+        return -(-m // r) * r * -(-n // c) * c * (1 + 0.25 * rank)
+
+    tile = min(whole or ranked, key=work)[1]
+    return tile, m % tile[0] != 0, n % tile[1] != 0
 
 
 def _extent(sch, loop) -> int | None:
@@ -52,6 +99,37 @@ def _blocks(func, target):
     return sch, normalize_prim_func(sch) or None
 
 
+def _parallel_vectorized(sch, block, lanes: int) -> None:
+    """An elementwise block's loops fused, in chunks of 16 vectors over the threads, each vectorised."""
+    loops = sch.get_loops(block)
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    outer, inner = sch.split(fused, [None, lanes * 16])
+    sch.parallel(outer)
+    _, vec = sch.split(inner, [None, lanes])
+    sch.vectorize(vec)
+
+
+def _rows_parallel(sch, block, lanes: int) -> None:
+    """A copy-like block (padding, unpadding, a ragged epilogue): its outer loops fused over the
+    threads, the contiguous last loop vectorised when whole vectors fill it, else left to LLVM's
+    vectoriser (it adds a scalar tail). Fusing the last loop in too would index each lane by div/mod
+    of a ragged extent (197): a gather, 2× slower on deit's attention."""
+    *outer, last = sch.get_loops(block)
+    if outer:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    ext = _extent(sch, last)
+    if ext and ext % lanes == 0:
+        sch.vectorize(sch.split(last, [None, lanes])[1])
+
+
+def _alive(sch, block) -> bool:
+    try:
+        sch.get(block)
+    except Exception:  # inlined away
+        return False
+    return True
+
+
 def _inline(sch, infos) -> bool:
     """compute_inline every block of `infos` (producers feeding the block that gets the schedule)."""
     try:
@@ -68,7 +146,7 @@ def rules():
     from tvm.s_tir.dlight.base import ScheduleRule
 
     class Matmul(ScheduleRule):
-        ROWS = 6
+        TILES = None  # (rows, columns) register tiles, best first; None: _tiles(target)
 
         def apply(self, func, target, _tunable):
             sch, infos = _blocks(func, target)
@@ -84,21 +162,31 @@ def rules():
             if not _inline(sch, infos[:position]):  # e.g. a cast or transpose feeding the GEMM
                 return None
             block = red.block_rv
-            lanes = _vector_lanes(target)
             epilogue = [b.block_rv for b in infos[position + 1:]]
             *outer, i, j, k = sch.get_loops(block)
-            ext_i, ext_j = _extent(sch, i), _extent(sch, j)
-            if not epilogue and ext_j is not None and ext_i is not None and (ext_j % lanes or ext_i % self.ROWS):
-                # A ragged tile edge would keep the whole row scalar (the predicate blocks vectorising):
+            (rows, cols), pad_m, pad_n = _pick_tile(self.TILES or _tiles(target), _extent(sch, i), _extent(sch, j))
+            if pad_m or pad_n:
+                # A ragged tile edge keeps the tile's rows scalar (the predicate blocks vectorising):
                 # pad the GEMM to whole tiles instead; the padding copies are small next to it.
+                # (deit-small's 197 tokens: its qkv GEMM ran 28 GFLOP/s ragged, 39 padded.)
                 try:
-                    sch.pad_einsum(block, [1] * len(outer) + [self.ROWS, lanes, 1])
-                except Exception:
-                    return None
-                epilogue = list(sch.get_consumers(block))
-                *outer, i, j, k = sch.get_loops(block)
-            io, ii = sch.split(i, [None, self.ROWS])
-            jo, ji = sch.split(j, [None, lanes])
+                    sch.pad_einsum(block, [1] * len(outer) + [rows, cols, 1])
+                    for copy in sch.get_producers(block):  # the padded operand copies: serial loops otherwise
+                        _rows_parallel(sch, copy, _vector_lanes(target))
+                    epilogue = [*sch.get_consumers(block), *epilogue]  # the unpadding copy first
+                    *outer, i, j, k = sch.get_loops(block)
+                except Exception:  # tvm's ScheduleError: stay ragged
+                    pass
+            # One epilogue block, not a chain of full-size intermediates (unpad, +bias, GELU's parts)
+            # each written and read back: all but the last are inlined into their consumers.
+            for b in epilogue[:-1]:
+                try:
+                    sch.compute_inline(b)
+                except Exception:  # tvm's ScheduleError: keep it as a block of its own
+                    continue
+            epilogue = [b for b in epilogue if _alive(sch, b)]
+            io, ii = sch.split(i, [None, rows])
+            jo, ji = sch.split(j, [None, cols])
             # Column strips outside row tiles: a thread walks down one strip of B (K × VEC floats,
             # ~100 KB at K=1536) across every row tile, so it stays in L2 instead of coming from
             # memory once per tile.
@@ -106,6 +194,10 @@ def rules():
             local = sch.cache_write(block, 0, "local")
             sch.reverse_compute_at(local, io, preserve_unit_loops=True)
             tail = [local]
+            if pad_n:  # a ragged column edge: the epilogue in a loop of its own, vectorised over whole rows
+                for b in epilogue:
+                    _rows_parallel(sch, b, _vector_lanes(target))
+                epilogue = []
             for b in epilogue:  # bias, residual, GELU (or the unpadding copy): on the tile, after its write-back
                 sch.reverse_compute_at(b, io, preserve_unit_loops=True)
                 tail.append(b)
@@ -123,15 +215,9 @@ def rules():
             sch, infos = _blocks(func, target)
             if not infos or not all(b.is_injective() for b in infos) or not _inline(sch, infos[:-1]):
                 return None
-            loops = sch.get_loops(infos[-1].block_rv)
-            if not loops:
+            if not sch.get_loops(infos[-1].block_rv):
                 return None
-            fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-            lanes = _vector_lanes(target)
-            outer, inner = sch.split(fused, [None, lanes * 16])
-            sch.parallel(outer)
-            _, vec = sch.split(inner, [None, lanes])
-            sch.vectorize(vec)
+            _parallel_vectorized(sch, infos[-1].block_rv, _vector_lanes(target))
             return sch
 
     class ParallelReduction(ScheduleRule):

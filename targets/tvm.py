@@ -152,15 +152,17 @@ def _fused(mod, target):
     from tvm import relax  # noqa: PLC0415
     from tvm.relax.backend.cpu_generic import pipeline as cpu  # noqa: PLC0415
 
+    from edgeattn.kernels.tvm_fast_math import fast_math  # noqa: PLC0415
+
     with target, tvm.transform.PassContext(opt_level=3):
         seq = cpu.library_dispatch_passes(target) + [
-            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+            fast_math(), relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
             relax.transform.FuseOps(), relax.transform.FuseTIR()]
         return tvm.transform.Sequential(seq)(mod)
 
 
 def compile_default(mod, target, database=None):
-    """tvm.compile with the CPU pipeline plus default schedules (kernels/tvm_cpu_rules.py) for every
+    """tvm.compile with the CPU pipeline, vectorisable GELU/softmax (kernels/tvm_fast_math.py), and default schedules (kernels/tvm_cpu_rules.py) for every
     kernel the tuning `database` (if any) has no record for: 50× faster than LegalizeOps' serial
     loops on deit-small. The fusion is the one tasks are extracted from, so records match."""
     import contextlib  # noqa: PLC0415
@@ -170,13 +172,14 @@ def compile_default(mod, target, database=None):
     from tvm.relax.backend.cpu_generic import pipeline as cpu  # noqa: PLC0415
 
     from edgeattn.kernels.tvm_cpu_rules import apply_default_schedules  # noqa: PLC0415
+    from edgeattn.kernels.tvm_fast_math import fast_math  # noqa: PLC0415
 
     @tvm.transform.module_pass(opt_level=0)
     def pipeline(m, _ctx):
         with target:  # MetaScheduleApplyDatabase reads the target when it is constructed
             tuned = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)] if database is not None else []
             return tvm.transform.Sequential(
-                cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + tuned + [apply_default_schedules()]
+                cpu.library_dispatch_passes(target) + [fast_math()] + cpu.legalize_passes(target) + tuned + [apply_default_schedules()]
                 + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(m)
 
     with database if database is not None else contextlib.nullcontext():
