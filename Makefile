@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-all bench bench-rewrites bench-int8 gpu-bundle clean
+.PHONY: install demo test test-all bench bench-tvm bench-rewrites bench-int8 gpu-bundle clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: install
 	$(PY) tests/benchmarks/bench_foundation.py
 	$(VENV)/bin/edgeattn bench deit-small --targets ort,openvino --precision fp32,bf16 --baselines -o bench/deit-small
 	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,bf16 --baselines -o bench/minilm-l6_512
+
+# Issue 5's TVM row: the untuned TVM build (default schedules) against ORT, OpenVINO and the peers.
+bench-tvm: install
+	$(VENV)/bin/edgeattn bench deit-small --targets ort,openvino,tvm --baselines -o bench/deit-small-tvm
+	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino,tvm --baselines -o bench/minilm-l6_512-tvm
 
 # Issue 4's table: each model exact vs the plan `--rewrite auto` finds inside its budget.
 bench-int8: install
