@@ -210,7 +210,7 @@ def rules():
             for b in epilogue:  # bias, residual, GELU (or the unpadding copy): on the tile, after its write-back
                 sch.reverse_compute_at(b, io, preserve_unit_loops=True)
                 tail.append(b)
-            # parallel before decompose_reduction: the check wants the update block to keep its init
+            # (parallel before decompose_reduction: the check wants the update block to keep its init)
             operand = _b_operand(sch, block)
             if operand is not None:
                 # Each thread takes whole column strips and packs its strip of B (K × cols) into a
