@@ -133,14 +133,6 @@ def _b_operand(sch, block):
     return None
 
 
-def _alive(sch, block) -> bool:
-    try:
-        sch.get(block)
-    except Exception:  # inlined away
-        return False
-    return True
-
-
 def _inline(sch, infos) -> bool:
     """compute_inline every block of `infos` (producers feeding the block that gets the schedule)."""
     try:
@@ -172,7 +164,7 @@ def rules():
             position = infos.index(red)
             if not _inline(sch, infos[:position]):  # e.g. a cast or transpose feeding the GEMM
                 return None
-            block = red.block_rv
+            block, lanes = red.block_rv, _vector_lanes(target)
             epilogue = [b.block_rv for b in infos[position + 1:]]
             *outer, i, j, k = sch.get_loops(block)
             (rows, cols), pad_m, pad_n = _pick_tile(self.TILES or _tiles(target), _extent(sch, i), _extent(sch, j))
@@ -183,19 +175,20 @@ def rules():
                 try:
                     sch.pad_einsum(block, [1] * len(outer) + [rows, cols, 1])
                     for copy in sch.get_producers(block):  # the padded operand copies: serial loops otherwise
-                        _rows_parallel(sch, copy, _vector_lanes(target))
+                        _rows_parallel(sch, copy, lanes)
                     epilogue = [*sch.get_consumers(block), *epilogue]  # the unpadding copy first
                     *outer, i, j, k = sch.get_loops(block)
                 except Exception:  # tvm's ScheduleError: stay ragged
                     pass
             # One epilogue block, not a chain of full-size intermediates (unpad, +bias, GELU's parts)
             # each written and read back: all but the last are inlined into their consumers.
+            kept = []
             for b in epilogue[:-1]:
                 try:
                     sch.compute_inline(b)
                 except Exception:  # tvm's ScheduleError: keep it as a block of its own
-                    continue
-            epilogue = [b for b in epilogue if _alive(sch, b)]
+                    kept.append(b)
+            epilogue = kept + epilogue[-1:]
             io, ii = sch.split(i, [None, rows])
             jo, ji = sch.split(j, [None, cols])
             # Column strips outside row tiles: a thread walks down one strip of B across every row tile.
@@ -205,7 +198,7 @@ def rules():
             tail = [local]
             if pad_n:  # a ragged column edge: the epilogue in a loop of its own, vectorised over whole rows
                 for b in epilogue:
-                    _rows_parallel(sch, b, _vector_lanes(target))
+                    _rows_parallel(sch, b, lanes)
                 epilogue = []
             for b in epilogue:  # bias, residual, GELU (or the unpadding copy): on the tile, after its write-back
                 sch.reverse_compute_at(b, io, preserve_unit_loops=True)

@@ -162,8 +162,9 @@ def _fused(mod, target):
 
 
 def compile_default(mod, target, database=None):
-    """tvm.compile with the CPU pipeline, vectorisable GELU/softmax (kernels/tvm_fast_math.py), and default schedules (kernels/tvm_cpu_rules.py) for every
-    kernel the tuning `database` (if any) has no record for: 50× faster than LegalizeOps' serial
+    """tvm.compile with the CPU pipeline, vectorisable GELU/softmax (kernels/tvm_fast_math.py), and
+    default schedules (kernels/tvm_cpu_rules.py) for every kernel the tuning `database` (if any) has
+    no record for: 50× faster than LegalizeOps' serial
     loops on deit-small. The fusion is the one tasks are extracted from, so records match."""
     import contextlib  # noqa: PLC0415
 
