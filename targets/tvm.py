@@ -123,13 +123,21 @@ def target_key(target) -> str:
 
 def import_relax(model: ir.Model, sizes: dict[str, int] | None = None):
     """The legalized graph as a static-shape Relax IRModule (weights bound as constants); `sizes`
-    overrides the size of named symbolic dims (default STATIC_DIM each)."""
+    overrides the size of named symbolic dims (default STATIC_DIM each).
+
+    A copy of the graph gets those sizes on its inputs and is constant-folded first (onnxscript's
+    folder): shape arithmetic on the batch (HF's mask building: Shape → Range → Expand) otherwise
+    reaches Relax as an unknown `range_len` dim that every later op carries, and kernels that need
+    static shapes (the fused attention of kernels/tvm_attention.py) then do not apply."""
     _import_tvm()
+    import onnx_ir.passes.common  # noqa: PLC0415
+    import onnxscript.optimizer  # noqa: PLC0415
     from tvm.relax.frontend.onnx import from_onnx  # noqa: PLC0415
 
     dims = {**static_dims(model), **(sizes or {})}
+    static = ir.from_proto(ir.to_proto(model))
     shapes = {}
-    for v in model.graph.inputs:
+    for v in static.graph.inputs:
         if v.shape is None:
             continue
         shape = [d if isinstance(d, int) else dims.get(_symbol(d)) for d in v.shape]
@@ -137,7 +145,11 @@ def import_relax(model: ir.Model, sizes: dict[str, int] | None = None):
             raise ValueError(f"input {v.name!r} has an unnamed dynamic dim {v.shape}; tvm compiles static "
                              "shapes — export the model with named or fixed dims")
         shapes[v.name] = shape
-    return from_onnx(ir.to_proto(model), shape_dict=shapes, keep_params_in_input=False)
+        v.shape = ir.Shape(shape)
+    onnxscript.optimizer.fold_constants(static)
+    # the folder writes small Constant nodes with value_int(s)/value_float(s), which the frontend rejects
+    ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(static)
+    return from_onnx(ir.to_proto(static), shape_dict=shapes, keep_params_in_input=False)
 
 
 TUNING_DIR = "tuning"
@@ -146,17 +158,24 @@ DEFAULT_TRIALS = 64
 TUNABLE = True
 
 
+def _graph_kernels(target) -> list:
+    """Relax passes before LegalizeOps: attention chains into one fused kernel
+    (kernels/tvm_attention.py), then vectorisable GELU/softmax/exp (kernels/tvm_fast_math.py)."""
+    from edgeattn.kernels.tvm_attention import fuse_attention  # noqa: PLC0415
+    from edgeattn.kernels.tvm_fast_math import fast_math  # noqa: PLC0415
+
+    return [fuse_attention(target), fast_math()]
+
+
 def _fused(mod, target):
     """The module as the CPU pipeline fuses it before lowering: the form tasks are extracted from."""
     tvm = _import_tvm()
     from tvm import relax  # noqa: PLC0415
     from tvm.relax.backend.cpu_generic import pipeline as cpu  # noqa: PLC0415
 
-    from edgeattn.kernels.tvm_fast_math import fast_math  # noqa: PLC0415
-
     with target, tvm.transform.PassContext(opt_level=3):
-        seq = cpu.library_dispatch_passes(target) + [
-            fast_math(), relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+        seq = cpu.library_dispatch_passes(target) + _graph_kernels(target) + [
+            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
             relax.transform.FuseOps(), relax.transform.FuseTIR()]
         return tvm.transform.Sequential(seq)(mod)
 
@@ -173,25 +192,29 @@ def compile_default(mod, target, database=None):
     from tvm.relax.backend.cpu_generic import pipeline as cpu  # noqa: PLC0415
 
     from edgeattn.kernels.tvm_cpu_rules import apply_default_schedules  # noqa: PLC0415
-    from edgeattn.kernels.tvm_fast_math import fast_math  # noqa: PLC0415
 
     @tvm.transform.module_pass(opt_level=0)
     def pipeline(m, _ctx):
         with target:  # MetaScheduleApplyDatabase reads the target when it is constructed
             tuned = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)] if database is not None else []
             return tvm.transform.Sequential(
-                cpu.library_dispatch_passes(target) + [fast_math()] + cpu.legalize_passes(target) + tuned + [apply_default_schedules()]
+                cpu.library_dispatch_passes(target) + _graph_kernels(target) + cpu.legalize_passes(target) + tuned + [apply_default_schedules()]
                 + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(m)
 
     with database if database is not None else contextlib.nullcontext():
         return tvm.compile(mod, target, relax_pipeline=pipeline)
 
 
+def _scheduled(task) -> bool:
+    """A kernel that arrives scheduled (kernels/tvm_attention.py's): not a tuning task."""
+    funcs = [f for _, f in task.dispatched[0].functions_items()] + [task.mod]
+    return any(f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False)) for f in funcs)
+
+
 def _tasks(mod, target) -> list:
     from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
 
-    return [t for t in ms.relax_integration.extract_tasks(_fused(mod, target), target)
-            if not t.mod.attrs or not t.mod.attrs.get("tirx.is_scheduled", False)]
+    return [t for t in ms.relax_integration.extract_tasks(_fused(mod, target), target) if not _scheduled(t)]
 
 
 def _count(options: dict, key: str, default: int) -> int:

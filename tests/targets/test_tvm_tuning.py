@@ -208,7 +208,8 @@ def test_cli_compile_with_tune_trials_then_tune(tmp_path):
     assert after == before + 2 and workloads == run["tasks"]
     assert f"database: {after} tuning records for {workloads} workloads in {db / key}" in r.stdout
     recorded = applied["records"] + len(applied["slower_than_default"])  # tasks the first run left a record for
-    assert f"this model's tasks with a record: {recorded + 2} of {run['tasks']}" in r.stdout
+    # `tune` spends its 2 trials on tasks without a record: up to 2 more tasks get one
+    assert f"this model's tasks with a record: {min(recorded + 2, run['tasks'])} of {run['tasks']}" in r.stdout
     assert "task_scheduler.cc" not in r.stdout + r.stderr
     assert not (tmp_path / "artifacts").exists()
     print(f"compile --tune-trials 4: {compile_s:.0f} s; tune --trials 2: {time.perf_counter() - t0 - compile_s:.0f} s")
