@@ -92,7 +92,8 @@ def test_softmax_over_another_axis_is_left_to_the_default_kernels():
 
 
 def test_geometry_divides_the_head_dim():
-    assert tvm_attention.geometry(8, 64) == (4, 16, 32)
-    assert tvm_attention.geometry(8, 24) == (4, 16, 8)
+    assert tvm_attention.geometry(8, 64) == (4, 16, 32)  # AVX2
+    assert tvm_attention.geometry(16, 64) == (4, 32, 32)  # AVX-512
+    assert tvm_attention.geometry(8, 24) == (4, 16, 24)
     assert tvm_attention.geometry(4, 32) == (4, 8, 16)  # NEON
     assert tvm_attention.geometry(8, 12) == (4, 16, 12)  # no whole vector: the head dim in one piece
