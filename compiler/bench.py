@@ -125,6 +125,14 @@ def plan_candidates(src: Source, spec: str, target_names: list[str], precisions:
             say("baseline: OpenVINO on the plain export")
             cands.append(_artifact(src, "openvino", work / "openvino-plain", "none", {"precision": "fp32"},
                                    "OpenVINO plain export", "baseline", threads))
+            if "bf16" in precisions:  # OpenVINO's own bf16 (its inference-precision hint) is the bf16 peer
+                say("baseline: OpenVINO on the plain export, bf16")
+                peer = _artifact(src, "openvino", work / "openvino-plain-bf16", "none", {"precision": "bf16"},
+                                 "OpenVINO plain export", "baseline", threads)
+                if peer.note:  # a CPU without BF16: the plugin would run fp32 under a bf16 label
+                    notes.append(f"OpenVINO plain export bf16: skipped ({peer.note})")
+                else:
+                    cands.append(peer)
             if "int8" in precisions:
                 say("baseline: OpenVINO + NNCF int8")
                 cands.append(baselines_mod.openvino_nncf_int8(src, work / "openvino-nncf", threads, _artifact,

@@ -38,6 +38,39 @@ def test_bench_unknown_target_precision_note(tmp_path):
     assert any("ort bf16: skipped" in n for n in notes)
 
 
+def test_bf16_baselines_include_openvino_on_the_plain_export(monkeypatch, tmp_path):
+    """With bf16 asked, the peer is OpenVINO's own bf16 on the plain export (skipped with a note where
+    the CPU has no BF16), beside the fp32 baselines."""
+    from types import SimpleNamespace
+
+    from edgeattn.compiler import bench
+    from edgeattn.compiler.frontend import load_source
+    from edgeattn.targets import openvino
+
+    if not openvino.available()[0]:
+        pytest.skip("openvino is not installed")
+    built, cpu = [], {"bf16": True}
+
+    def fake(src, target, out, pipeline, options, label, kind, threads, *rest, **kw):
+        precision = options.get("precision", "fp32")
+        built.append((label, target, precision))
+        note = None if precision != "bf16" or cpu["bf16"] else "bf16 requested, but this CPU's plugin reports no BF16"
+        return SimpleNamespace(label=label, note=note, quantization=None, plan=None)
+
+    monkeypatch.setattr(bench, "_artifact", fake)
+    src = load_source("digits-vit")
+    cands, notes = bench.plan_candidates(src, "digits-vit", [], ["fp32", "bf16"], tmp_path, True, 1, lambda *_: None)
+    assert ("OpenVINO plain export", "openvino", "bf16") in built and ("OpenVINO plain export", "openvino", "fp32") in built
+    assert sum(c.label == "OpenVINO plain export" for c in cands) == 2 and not notes
+    cpu["bf16"] = False
+    cands, notes = bench.plan_candidates(src, "digits-vit", [], ["fp32", "bf16"], tmp_path, True, 1, lambda *_: None)
+    assert sum(c.label == "OpenVINO plain export" for c in cands) == 1
+    assert any(n.startswith("OpenVINO plain export bf16: skipped (bf16 requested") for n in notes)
+    built.clear()
+    bench.plan_candidates(src, "digits-vit", [], ["fp32"], tmp_path, True, 1, lambda *_: None)
+    assert ("OpenVINO plain export", "openvino", "bf16") not in built
+
+
 def test_each_plan_is_compared_with_the_exact_artifact_of_its_own_precision():
     """Labels repeat across precisions ("edgeattn ort" fp32 and int8): the plan row must divide by its own exact."""
     from edgeattn.compiler.bench import Candidate, summarize
