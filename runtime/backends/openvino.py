@@ -95,7 +95,10 @@ def _config(manifest: dict, threads: int, profile: bool) -> dict:
     hint = str(opts.get("performance_hint", "LATENCY")).upper()
     if hint not in _HINTS:
         raise ArtifactError(f"unknown openvino performance_hint {hint!r} in manifest", f"use one of {list(_HINTS)}")
-    return {"INFERENCE_PRECISION_HINT": _PRECISIONS[precision], "PERFORMANCE_HINT": hint,
+    infer = _PRECISIONS[precision]
+    if precision == "int8" and opts.get("float_precision") == "bf16":  # the int8 model's float parts
+        infer = "bf16"
+    return {"INFERENCE_PRECISION_HINT": infer, "PERFORMANCE_HINT": hint,
             "INFERENCE_NUM_THREADS": threads, "PERF_COUNT": bool(profile)}
 
 

@@ -99,6 +99,25 @@ def test_bf16_cosine(tiny, tmp_path):
     assert m["accuracy"]["cosine"] >= 0.999
 
 
+@pytest.mark.parametrize("cpu_bf16,asked,rest,hint", [(True, "auto", "bf16", "bf16"), (False, "auto", "fp32", "f32"),
+                                                      (True, "fp32", "fp32", "f32"), (False, "bf16", "fp32", "f32")])
+def test_int8_float_parts_follow_the_cpu(monkeypatch, cpu_bf16, asked, rest, hint):
+    """An int8 artifact's float parts run in bf16 where the CPU has it (as the NNCF peer is run),
+    unless float_precision=fp32; the runtime's inference hint follows the manifest."""
+    from edgeattn.runtime.backends import openvino as ov_backend
+
+    monkeypatch.setattr(ov_target, "_has_bf16", lambda _ov: cpu_bf16)
+    opts = ov_target._options({"precision": "int8", "float_precision": asked})
+    ov_target._int8_rest(opts, ov)
+    assert opts["float_precision"] == rest
+    assert ov_backend._config({"backend_options": opts}, 2, False)["INFERENCE_PRECISION_HINT"] == hint
+    fp32 = ov_target._options({"precision": "fp32"})
+    ov_target._int8_rest(fp32, ov)
+    assert "float_precision" not in fp32  # only int8 artifacts carry it
+    with pytest.raises(ValueError, match="float_precision 'fp16'"):
+        ov_target._options({"float_precision": "fp16"})
+
+
 def test_bad_options_are_one_line_errors(tiny, tmp_path):
     from edgeattn.compiler.errors import CompileError
 
