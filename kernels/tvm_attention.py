@@ -19,6 +19,8 @@ last query row again for its extra rows, which are not stored. The buffer holds 
 
 from __future__ import annotations
 
+from edgeattn.kernels.tvm_cpu_rules import _try_vectorize
+
 # The float32 lowest: what a masked (padded) column contributes to the row max.
 NEG = -3.4028234663852886e38
 
@@ -85,13 +87,6 @@ def attention_func(q_shape, kt_cols: int, v_shape, bias_shape, dtype: str, rows:
     o = te.compute((b_, h_, s_, dv), lambda b, h, i, d: ou[b, h, i, d] / z[b, h, i], name="o")
     args = [q, kt, v] + ([bias] if bias is not None else []) + [o]
     return te.create_prim_func(args)
-
-
-def _try_vectorize(sch, loop) -> None:
-    try:
-        sch.vectorize(loop)
-    except Exception:  # tvm's ScheduleError (a decomposed update block): LLVM's vectoriser takes it
-        pass
 
 
 def _tile(sch, block, cols: int, rows: int) -> None:
@@ -169,6 +164,7 @@ def fuse_attention(target):
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     from edgeattn.kernels.tvm_cpu_rules import _vector_lanes
+    from edgeattn.kernels.tvm_fast_math import rewrite_relax_functions
 
     lanes = _vector_lanes(target)
     kernels: dict = {}
@@ -231,10 +227,6 @@ def fuse_attention(target):
     def _pass(mod, _ctx):
         if target.kind.name != "llvm":
             return mod
-        rewriter = _Fuse(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+        return relax.transform.DeadCodeElimination()(rewrite_relax_functions(mod, _Fuse(mod)))
 
     return _pass

@@ -20,6 +20,16 @@ def _fast_gelu(x):
     return te.compute(x.shape, lambda *i: x(*i) * (half + erf(*i) * half), name="gelu")
 
 
+def rewrite_relax_functions(mod, rewriter):
+    """`mod` after `rewriter` (a PyExprMutator made on it) has visited every Relax function."""
+    from tvm import relax
+
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
+
+
 def fast_math():
     """The Relax module pass: float32 `nn.gelu` becomes x·½(1 + fast_erf(x/√2)), then relax's own
     FastMathTransform turns softmax/exp/erf/tanh into TOPI's fast forms."""
@@ -37,10 +47,6 @@ def fast_math():
 
     @tvm.transform.module_pass(opt_level=0, name="EdgeattnFastGelu")
     def _gelu(mod, _ctx):
-        rewriter = _Gelu(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_relax_functions(mod, _Gelu(mod))
 
     return tvm.transform.Sequential([_gelu, relax.transform.FastMathTransform()])
