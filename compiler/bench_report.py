@@ -11,7 +11,8 @@ from pathlib import Path
 
 COLUMNS = ["candidate", "kind", "target", "precision", "best_ms", "p50_ms", "p90_ms", "throughput_per_s",
            "speedup_vs_torch", "speedup_vs_ort_plain", "gflops_per_s", "fraction_of_peak", "max_abs_error",
-           "cosine", "top1", "embedding_cosine", "nn_agreement", "peak_rss_mb", "samples", "speedup_vs_exact", "plan",
+           "cosine", "top1", "embedding_cosine", "nn_agreement", "peak_rss_mb", "samples", "speedup_vs_exact",
+           "speedup_vs_exact_fp32", "plan",
            "held_out_cosine"]
 
 

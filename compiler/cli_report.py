@@ -90,7 +90,8 @@ def _print_plan(plan: dict) -> None:
     _print_layers(plan)
     measured = plan.get("measured")
     if measured:
-        out.print(f"plan measured: {escape(describe_measured(measured))}")
+        where = f" ({escape(plan['measured_on'])})" if plan.get("measured_on") else ""
+        out.print(f"plan measured{where}: {escape(describe_measured(measured))}")
     flops, lat, search = plan.get("gemm_flops"), plan.get("latency"), plan.get("search")
     if flops and flops["plan"]:
         out.print(f"GEMM FLOPs: {flops['exact'] / 1e9:.3g} → {flops['plan'] / 1e9:.3g} G ({flops['exact'] / flops['plan']:.2f}× fewer)")
@@ -247,7 +248,8 @@ def print_bench(result: dict) -> None:
                     f"(GEMM peak GFLOP/s: {peaks})")
     rows = result["rows"]
     # optional columns: (header, row key, format), shown when some row has a value
-    extra = [(h, k, fmt) for h, k, fmt in (("× exact", "speedup_vs_exact", ".2f"), ("top-1", "top1", ".4f"),
+    extra = [(h, k, fmt) for h, k, fmt in (("× exact", "speedup_vs_exact", ".2f"), ("× exact fp32", "speedup_vs_exact_fp32", ".2f"),
+                                            ("top-1", "top1", ".4f"),
                                             ("emb cos", "embedding_cosine", ".5f"), ("NN agree", "nn_agreement", ".3f"))
              if any(r.get(k) is not None for r in rows)]
     cols = ("candidate", "prec", "best ms", "p50 ms", "p90 ms", "/s", "× torch", "× ORT plain", "GFLOP/s", "% peak",

@@ -97,7 +97,8 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
     t0 = time.perf_counter()
     reference_run = _reference_runner(src)
     records = run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))
-    plan_record = _apply_rewrites(src, steps, guard, reference_run, say) if steps else None
+    plan_record = (_apply_rewrites(src, steps, guard, reference_run, say, _plan_arithmetic(tgt, target, target_options))
+                   if steps else None)
     quant_record = _apply_int8(src, tgt, guard, reference_run, quant or {}, say) if precision == "int8" else None
     if quant_record is not None and not quant_record["accepted"]:
         precision = "fp32"  # the float graph ships; the manifest says why
@@ -154,9 +155,28 @@ def _deferred_check(tgt, src: Source, manifest: dict, work: Path, reference_run,
     return device_check.write(src, manifest, work, reference_run, why, emulate)
 
 
-def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progress) -> dict:
-    """Explicit steps, or `auto` (searched); src.model becomes the plan's graph if it is accepted."""
-    meter = _candidate_meter(src, reference_run, guard)
+def _plan_arithmetic(tgt, target: str, target_options: dict | None) -> tuple:
+    """(runner, description): what a rewrite plan is measured in. fp32 plans and int8 (whose
+    quantization step then measures plan + int8 together on the target) on ORT without
+    optimizations; a reduced float precision (bf16, fp16) as the target runs it, since its rounding
+    adds to the plan's error: a minilm-l6@512 ToMe plan at NN agreement 99.2% in fp32 had 95.8%
+    in OpenVINO bf16. A target that cannot run here is measured in fp32 and says so."""
+    precision = (target_options or {}).get("precision", "fp32")
+    fp32 = (None, "ONNX Runtime, optimizations off, fp32")
+    if precision in ("fp32", "int8"):
+        return fp32
+    here, why = getattr(tgt, "runs_here", lambda: (True, ""))()
+    if not here:
+        return None, f"{fp32[1]} ({target} {precision} cannot run here: {why}; the device check covers it)"
+    return _target_runner(tgt, dict(target_options)), f"{target} {precision} on this machine, as the artifact runs"
+
+
+def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progress,
+                    arithmetic: tuple = (None, "ONNX Runtime, optimizations off, fp32")) -> dict:
+    """Explicit steps, or `auto` (searched); src.model becomes the plan's graph if it is accepted.
+    `arithmetic`: (runner, description) from _plan_arithmetic."""
+    runner, measured_on = arithmetic
+    meter = _candidate_meter(src, reference_run, guard, runner)
     search = None
     feeds = _example_feeds(src, {"inputs": io_specs(src.model.graph.inputs)})
     if steps[0].name == plan.AUTO:
@@ -170,17 +190,18 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
         if steps and floor is not None:
             say(f"auto: validate on {len(VALIDATION_SEEDS)} inputs the search did not measure")
             steps, search["validation"] = planner.validated(
-                src.model, steps, search, lambda m: _seed_check(src, m, reference_run, VALIDATION_SEEDS)["cosine"],
+                src.model, steps, search, lambda m: _seed_check(src, m, reference_run, VALIDATION_SEEDS, runner)["cosine"],
                 floor, say)
             if not steps:
                 search["reason"] = f"no in-budget plan also reached cosine {floor} on the validation inputs"
             elif len(search["validation"]["checks"]) > 1:  # backed off: the per-layer errors were the pick's
                 search.update(layer_error=None, embed_error=None)
         if not steps:
-            return {"rewrites": [], "budget": str(guard), "accepted": False, "search": search,
+            return {"rewrites": [], "budget": str(guard), "accepted": False, "search": search, "measured_on": measured_on,
                     "reason": f"{search['reason']}; shipped the exact graph"}
     exact = src.model
     src.model, record = plan.apply_plan(exact, steps, guard, meter, say, lambda: calibration_feeds(src))
+    record["measured_on"] = measured_on
     if search is not None:
         record["search"] = search
     if record["accepted"] and search is not None:
@@ -191,7 +212,7 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
             record["accepted"] = False
             record["reason"] = f"no measured speedup ({record['latency']['speedup']:.2f}×); shipped the exact graph"
     if record["accepted"]:
-        held, floor = _seed_check(src, src.model, reference_run, HELD_OUT_SEEDS), guard.floor("cosine")
+        held, floor = _seed_check(src, src.model, reference_run, HELD_OUT_SEEDS, runner), guard.floor("cosine")
         record["held_out"] = {**held, "cosine_within_budget": floor is None or held["cosine"] >= floor,
                               "note": "worst over inputs that no choice measured (search: seeds "
                                       f"{list(SEARCH_SEEDS)}, validation: {list(VALIDATION_SEEDS)})"}
@@ -199,11 +220,12 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
     return record
 
 
-def _seed_check(src: Source, model: ir.Model, reference, seeds) -> dict:
-    """The graph (ORT, optimizations off) against the reference on seeded inputs: the worst."""
+def _seed_check(src: Source, model: ir.Model, reference, seeds, runner=None) -> dict:
+    """The graph (ORT, optimizations off, or `runner`) against the reference on seeded inputs: the worst."""
     run_ref, _ = reference
     feeds = [_example_feeds(src, {"inputs": io_specs(model.graph.inputs)}, seed) for seed in seeds]
-    return {**plan.measure_candidate(model, feeds, [o for f in feeds for o in run_ref(f)]), "seeds": list(seeds)}
+    return {**plan.measure_candidate(model, feeds, [o for f in feeds for o in run_ref(f)], runner=runner),
+            "seeds": list(seeds)}
 
 
 def _apply_int8(src: Source, tgt, guard, reference_run, quant: dict, say: Progress) -> dict:

@@ -88,3 +88,8 @@ def test_each_plan_is_compared_with_the_exact_artifact_of_its_own_precision():
                       cand("edgeattn ort + plan", "int8", [0.5], int8)], flops=10**9, peaks={}, batch=1)
     plans = {r["precision"]: r["speedup_vs_exact"] for r in rows if r["candidate"].endswith("plan")}
     assert plans == {"fp32": pytest.approx(1.25), "int8": pytest.approx(2.0)}
+    # and every plan or reduced precision against the target's exact fp32 artifact (issue 4's yardstick)
+    vs_fp32 = {(r["candidate"], r["precision"]): r["speedup_vs_exact_fp32"] for r in rows}
+    assert vs_fp32 == {("ORT plain export", "fp32"): None, ("edgeattn ort", "fp32"): None,
+                       ("edgeattn ort + plan", "fp32"): pytest.approx(1.25), ("edgeattn ort", "int8"): pytest.approx(2.0),
+                       ("edgeattn ort + plan", "int8"): pytest.approx(4.0)}

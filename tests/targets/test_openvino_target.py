@@ -134,3 +134,20 @@ def test_vit_tiny_zoo_model(tmp_path):
     assert m["attention"]["legalization"] == {"attention_native": 12, "attention_decomposed": 0, "heads_folded": 12}
     assert m["accuracy"]["max_abs_error"] <= 1e-4
     assert runtime.load(tmp_path / "vit").benchmark(runs=2, warmup=1)["latency"]["p50_ms"] > 0
+
+
+@pytest.mark.skipif(not _supports_bf16(), reason="this CPU has no BF16 support (OPTIMIZATION_CAPABILITIES)")
+def test_bf16_plan_is_measured_in_bf16(tmp_path):
+    """A rewrite plan compiled for bf16 is judged in the arithmetic it ships with: an exact plan
+    meets max-abs<=1e-5 in fp32 (tests/compiler/test_plan.py) but not with bf16's rounding."""
+    from ..tiny_models import tiny_causal_attention_onnx
+
+    causal = tiny_causal_attention_onnx(tmp_path / "c.onnx", seq=12)
+    exact_plan = ["sink-window:sink=0,window=12"]
+    strict = compile_model(str(causal), "openvino", tmp_path / "a", rewrites=exact_plan, budget="max-abs<=1e-5",
+                           target_options={"precision": "bf16"})["plan"]
+    assert not strict["accepted"] and strict["measured"]["max-abs"] > 1e-5
+    assert strict["measured_on"].startswith("openvino bf16")
+    loose = compile_model(str(causal), "openvino", tmp_path / "b", rewrites=exact_plan, budget="cosine>=0.999",
+                          target_options={"precision": "bf16"})["plan"]
+    assert loose["accepted"] and 0.999 <= loose["measured"]["cosine"] < 1 - 1e-7
