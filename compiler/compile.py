@@ -191,7 +191,7 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
             say(f"auto: validate on {len(VALIDATION_SEEDS)} inputs the search did not measure")
             steps, search["validation"] = planner.validated(
                 src.model, steps, search, lambda m: _seed_check(src, m, reference_run, VALIDATION_SEEDS, runner)["cosine"],
-                floor, say)
+                floor, say, calibration=lambda: calibration_feeds(src))
             if not steps:
                 search["reason"] = f"no in-budget plan also reached cosine {floor} on the validation inputs"
             elif len(search["validation"]["checks"]) > 1:  # backed off: the per-layer errors were the pick's

@@ -30,7 +30,9 @@ from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.plan import Budget, RewriteStep, build_plan
 
 FAMILIES = {"tome": "edgeattn.compiler.search_tome", "cls-prune": "edgeattn.compiler.search_prune",
-            "window": "edgeattn.compiler.search_window"}
+            "window": "edgeattn.compiler.search_window", "agent": "edgeattn.compiler.search_agent",
+            "hilo": "edgeattn.compiler.search_hilo", "head-prune": "edgeattn.compiler.search_heads"}
+DEFAULT_FAMILIES = "tome,cls-prune,window"  # the others measured ≤ 1.12× by hand where these give 3×: opt-in
 
 
 def _families(names) -> list[str]:
@@ -42,7 +44,7 @@ def _families(names) -> list[str]:
 
 
 def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict], say: Callable[[str], None],
-           max_evals: int = 60, families="tome,cls-prune,window", feeds: dict | None = None,
+           max_evals: int = 60, families=DEFAULT_FAMILIES, feeds: dict | None = None,
            calibration: Callable[[], list[dict]] | None = None) -> tuple[list[RewriteStep], dict]:
     """Each family's pick (at most `max_evals` measured candidates each) and, where sites are
     charged, its fewest-FLOPs trial: the fastest of these on ORT when `feeds` are given (else
@@ -51,8 +53,9 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     names = _families(families)
     site_cost = site_cost_flops(model, feeds, say) if feeds is not None else {"flops": 0.0}
     for name in names:
-        steps, rec = importlib.import_module(FAMILIES[name]).search(model, budget, measure, say, max_evals=max_evals,
-                                                                    site_cost=site_cost["flops"])
+        family = importlib.import_module(FAMILIES[name])
+        extra = {"calibration": calibration} if getattr(family, "NEEDS_CALIBRATION", False) else {}
+        steps, rec = family.search(model, budget, measure, say, max_evals=max_evals, site_cost=site_cost["flops"], **extra)
         records[name] = rec
         if steps:
             picks[name] = steps
@@ -113,7 +116,8 @@ def site_cost_flops(model: ir.Model, feeds: dict, say: Callable[[str], None]) ->
 
 
 def validated(model: ir.Model, steps: list[RewriteStep], record: dict, cosine: Callable[[ir.Model], float],
-              floor: float, say: Callable[[str], None], max_checks: int = 12) -> tuple[list[RewriteStep], dict]:
+              floor: float, say: Callable[[str], None], max_checks: int = 12,
+              calibration: Callable[[], list[dict]] | None = None) -> tuple[list[RewriteStep], dict]:
     """The search's pick if its output cosine on validation inputs (which the search did not
     measure) also reaches `floor`; else the pick backed off one step at a time toward the exact
     graph (the family's `safer`) until it does. Returns no steps when `max_checks` do not."""
@@ -121,7 +125,7 @@ def validated(model: ir.Model, steps: list[RewriteStep], record: dict, cosine: C
     checks: list[dict] = []
     cand: list[RewriteStep] | None = steps
     while cand and len(checks) < max_checks:
-        value = cosine(build_plan(model, cand, lambda _s: None)[0])
+        value = cosine(build_plan(model, cand, lambda _s: None, calibration)[0])
         checks.append({"rewrites": [s.to_dict() for s in cand], "cosine": value, "ok": value >= floor})
         say(f"auto: validation #{len(checks)}: cosine {value:.6g} {'ok' if value >= floor else f'below {floor}'}")
         if value >= floor:

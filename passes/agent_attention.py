@@ -17,7 +17,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import Emitter, site_blocks
+from edgeattn.passes._tokens import Emitter, per_layer, site_blocks
 
 
 def _bins(n: int, k: int) -> list[tuple[int, int]]:
@@ -46,7 +46,8 @@ def pooling_matrix(tokens: int, prefix: int, agents: int) -> np.ndarray:
 
 
 class AgentAttention(ir.passes.InPlacePass):
-    """Settings: agents (total agent tokens incl. the prefix ones; default 49 + prefix), layers
+    """Settings: agents (total agent tokens incl. the prefix ones, an int or one per chosen layer;
+    default 49 + prefix), layers
     (Attention site indices; default all), power (s' = s^power; default 0.3), shortcut (c;
     default 0.075), protect (prefix tokens; default found)."""
 
@@ -57,11 +58,13 @@ class AgentAttention(ir.passes.InPlacePass):
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        n_sites = sum(1 for n in model.graph if n.op_type == "Attention")
+        counts = per_layer(self.agents, self.layers, n_sites, "agent", "agents") if self.agents is not None else {}
         sites, skipped = site_blocks(model, self.layers, self.protect)
         changed = []
         for block, p in sites:
             n = block.tokens
-            agents = self.agents if self.agents is not None else p + 49
+            agents = counts.get(block.index, p + 49)
             if not p < agents < n:
                 skipped.append({"layer": block.index, "reason": f"{agents} agents for {n} tokens: nothing to save"})
                 continue

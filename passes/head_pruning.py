@@ -21,16 +21,21 @@ from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 
 
 class HeadPruning(ir.passes.InPlacePass):
-    """Settings: ratio (fraction of all heads removed), layers (Attention sites considered;
-    default all), calibration (list of feed dicts; given by the compiler)."""
+    """Settings: ratio (fraction of all heads removed) or heads (how many, across layers; wins
+    over ratio), layers (Attention sites considered; default all), calibration (list of feed
+    dicts; given by the compiler)."""
 
     NEEDS_CALIBRATION = True
 
-    def __init__(self, ratio: float = 0.2, layers: list[int] | None = None, calibration: list[dict] | None = None) -> None:
+    def __init__(self, ratio: float = 0.2, layers: list[int] | None = None, calibration: list[dict] | None = None,
+                 heads: int | None = None) -> None:
         super().__init__()
         if not 0 <= float(ratio) < 1:
             raise ValueError(f"head-prune needs 0 ≤ ratio < 1, got {ratio}")
+        if heads is not None and int(heads) < 0:
+            raise ValueError(f"head-prune needs heads ≥ 0, got {heads}")
         self.ratio, self.layers, self.calibration = float(ratio), layers, calibration
+        self.heads = None if heads is None else int(heads)
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -46,12 +51,13 @@ class HeadPruning(ir.passes.InPlacePass):
                 continue
             sites.append((b, proj))
         pruned = []
-        if sites and self.ratio > 0:
+        if sites and (self.ratio > 0 if self.heads is None else self.heads > 0):
             if not self.calibration:
                 raise ValueError("head-prune needs calibration data")
             stats = channel_stats(model, [b.attention.outputs[0] for b, _ in sites], self.calibration,
                                   _real_tokens(model, sites[0][0]))
-            drop = _choose(sites, stats, self.ratio)
+            total = sum(b.heads for b, _ in sites)
+            drop = _choose(sites, stats, self.heads if self.heads is not None else int(self.ratio * total))
             for (block, proj), (mean, _), heads in zip(sites, stats, drop):
                 if heads:
                     _surgery(model, block, proj, heads, mean)
@@ -76,7 +82,7 @@ def _real_tokens(model: ir.Model, block: Block):
     return lambda feeds: np.asarray(feeds[source.name]).reshape(-1) != 0
 
 
-def _choose(sites, stats, ratio: float) -> list[set[int]]:
+def _choose(sites, stats, budget: int) -> list[set[int]]:
     """Heads to drop per site: the globally lowest z-scored fluctuation, ≥ 1 head kept per site."""
     scored = []
     for i, ((block, proj), (_, var)) in enumerate(zip(sites, stats)):
@@ -84,7 +90,6 @@ def _choose(sites, stats, ratio: float) -> list[set[int]]:
         z = (s - s.mean()) / (s.std() + 1e-12)
         d = len(z) // block.heads
         scored += [(float(z[h * d:(h + 1) * d].mean()), i, h) for h in range(block.heads)]
-    budget = int(ratio * len(scored))
     drop: list[set[int]] = [set() for _ in sites]
     for _, i, h in sorted(scored):
         if budget == 0:

@@ -15,37 +15,41 @@ import math
 
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import Emitter, site_blocks
+from edgeattn.passes._tokens import Emitter, per_layer, site_blocks
 from edgeattn.passes.window_attention import replace_site, windowed
 
 
 class HiLoAttention(ir.passes.InPlacePass):
-    """Settings: window (Hi-Fi window side), pool (Lo-Fi pooling cell side; default = window),
+    """Settings: window (Hi-Fi window side: an int or one per chosen layer), pool (Lo-Fi pooling cell side; default = window),
     alpha (fraction of heads that are Lo-Fi; default 0.5), layers, protect."""
 
-    def __init__(self, window: int = 4, pool: int | None = None, alpha: float = 0.5,
+    def __init__(self, window=4, pool: int | None = None, alpha: float = 0.5,
                  layers: list[int] | None = None, protect: int | None = None) -> None:
         super().__init__()
         if not 0 <= float(alpha) <= 1:
             raise ValueError(f"hilo needs 0 ≤ alpha ≤ 1, got {alpha}")
-        self.window, self.pool = int(window), int(pool or window)
+        self.window, self.pool = window, None if pool is None else int(pool)
         self.alpha, self.layers, self.protect = float(alpha), layers, protect
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        n_sites = sum(1 for n in model.graph if n.op_type == "Attention")
+        windows = per_layer(self.window, self.layers, n_sites, "hilo", "window")
         sites, skipped = site_blocks(model, self.layers, self.protect)
         changed = []
         for block, p in sites:
             g = math.isqrt(block.tokens - p)
             lo = round(self.alpha * block.heads)
-            if g * g != block.tokens - p or g % self.window or g % self.pool:
+            w = windows[block.index]
+            pool = self.pool or w
+            if g * g != block.tokens - p or g % w or g % pool:
                 skipped.append({"layer": block.index,
-                                "reason": f"window {self.window} / pool {self.pool} do not tile the patch grid "
+                                "reason": f"window {w} / pool {pool} do not tile the patch grid "
                                           f"({block.tokens - p} patches)"})
                 continue
-            _rewrite(model, block, p, g, self.window, self.pool, lo)
+            _rewrite(model, block, p, g, w, pool, lo)
             changed.append({"layer": block.index, "hifi_heads": block.heads - lo, "lofi_heads": lo,
-                            "lofi_keys": p + (g // self.pool) ** 2, "hifi_keys": p + self.window ** 2})
+                            "lofi_keys": p + (g // pool) ** 2, "hifi_keys": p + w ** 2})
         if changed:  # shapes of the new values (FLOP counts and later passes read them)
             ir.passes.common.ShapeInferencePass()(model)
         self.sites_changed = len(changed)

@@ -287,3 +287,50 @@ def test_time_models_runs_each_graph_in_its_own_worker():
     feeds = {"x": np.ones((1, 64), np.float32)}
     light_ms, heavy_ms = planner.time_models([_matmul_chain(1), _matmul_chain(200)], feeds, rounds=2)
     assert 0 < light_ms < heavy_ms
+
+
+@pytest.mark.parametrize("family,setting", [("agent", "agents"), ("hilo", "window")])
+def test_opt_in_level_families_search_per_layer(deit, family, setting):
+    """agent and hilo search per-layer values from their ladder like window does: the cheapest
+    measured schedule inside the budget, one that builds to the FLOPs it reports; `safer`
+    walks it back to the exact graph one layer at a time."""
+    import importlib  # noqa: PLC0415
+
+    exact = graph_flops(deit)
+    meter = lambda m: {"cosine": 1.0 - 0.5 * _saved(m, exact), "max_abs_error": 0.0}
+    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, families=family)
+    assert record["family"] == family and steps and steps[0].name == family
+    assert all(t["ok"] == (t["value"]["cosine"] >= 0.98) for t in record["trials"])
+    built = build_plan(deit, steps, lambda _: None)[0]
+    assert graph_flops(built) == record["flops_chosen"] < exact
+    assert 1.0 - 0.5 * _saved(built, exact) >= 0.98
+    assert not any(t["ok"] and t["flops"] < record["flops_chosen"] for t in record["trials"])
+    module = importlib.import_module(planner.FAMILIES[family])
+    layers = []
+    while steps:
+        layers.append(len(steps[0].settings["layers"]))
+        assert len(steps[0].settings[setting]) == layers[-1]
+        steps = module.safer(steps)
+    assert layers == list(range(layers[0], 0, -1))
+
+
+def test_head_prune_family_bisects_the_head_count(deit):
+    """head-prune (opt-in) takes the largest head count inside the budget, with calibration
+    data from the planner; its trials and `safer` count heads."""
+    from edgeattn.compiler import search_heads  # noqa: PLC0415
+
+    exact = graph_flops(deit)
+    meter = lambda m: {"cosine": 1.0 - 0.1 * _saved(m, exact), "max_abs_error": 0.0}
+    calib = lambda: [{"pixel_values": np.random.default_rng(i).standard_normal((2, 3, 32, 32)).astype(np.float32)}
+                     for i in range(2)]
+    steps, record = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, families="head-prune",
+                                   calibration=calib)
+    k = steps[0].settings["heads"]
+    assert record["family"] == "head-prune" and 1 < k == record["chosen"] < record["heads_total"] - 3
+    ok = {t["heads"]: t["ok"] for t in record["trials"]}
+    assert ok[k] and ok.get(k + 1, False) is False
+    assert graph_flops(build_plan(deit, steps, lambda _: None, calib)[0]) == record["flops_chosen"] < exact
+    assert search_heads.safer(steps)[0].settings == {"heads": k - 1}
+    assert search_heads.safer([RewriteStep("head-prune", {"heads": 1})]) is None
+    none, rec = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, families="head-prune")
+    assert none == [] and "no calibration data" in rec["reason"]
