@@ -18,7 +18,7 @@ from edgeattn.compiler import plan
 from edgeattn.compiler.errors import CompileError
 from edgeattn.passes._calibrate import METHODS, activation_ranges
 from edgeattn.passes._linear import const, reduce_values
-from edgeattn.passes.quantize_qdq import (QDQRule, QuantizeMatMuls, activation_params, fake_quant_activation,
+from edgeattn.passes.quantize_qdq import (QDQRule, QuantizeMatMuls, fake_quant_activation,
                                           quantizable, quantize_weight)
 
 MAX_FALLBACK_STEPS = 24
@@ -59,7 +59,7 @@ def local_sensitivity(model: ir.Model, nodes: list[ir.Node], ranges: dict, rule:
     out = {}
     for n, (x,) in zip(nodes, xs):
         w = const(n.inputs[1])
-        scale, zp = activation_params(*ranges[n.inputs[0].name], levels=rule.act_levels)
+        scale, zp = rule.activation(*ranges[n.inputs[0].name])
         wq, ws = quantize_weight(w, rule.weight_max)
         out[n.name] = _snr_db(x @ w, fake_quant_activation(x, scale, zp) @ (wq.astype(np.float32) * ws))
     return out
@@ -104,7 +104,8 @@ def quantize(exact: ir.Model, rule: QDQRule, budget: plan.Budget, measure: Calla
         raise CompileError("the calibration set is empty", "give at least one input with --calib")
     base = ir.from_proto(ir.to_proto(exact))
     record: dict = {"method": method, "calibration_batches": len(calibration), "budget": str(budget),
-                    "rule": {"act_levels": rule.act_levels, "weight_max": rule.weight_max, "note": rule.note}}
+                    "rule": {"act_levels": rule.act_levels, "weight_max": rule.weight_max, "symmetric": rule.symmetric,
+                             "note": rule.note}}
     if smooth > 0:
         record["smooth_quant"] = _smooth(base, smooth, calibration, say)
     nodes = quantizable(base, rule)

@@ -2,7 +2,8 @@
 
 Every MatMul with a constant 2-D weight (the Q/K/V/output projections and the MLP) gets
   activation: QuantizeLinear → DequantizeLinear, per tensor, asymmetric uint8 with the range
-              measured on calibration data (one pair per tensor, shared by its consumers);
+              measured on calibration data (one pair per tensor, shared by its consumers), or
+              with `symmetric` zero point 0 (int8, or uint8 for a range that is ≥ 0);
   weight:     stored as int8, symmetric, one scale per output channel, → DequantizeLinear(axis=1).
 Softmax, LayerNorm, GELU, the residual adds and the attention itself stay in float (the
 quantization-sensitive parts of a transformer); the backend fuses DQ → MatMul into its integer
@@ -31,7 +32,11 @@ class QDQRule:
     op_types: tuple[str, ...] = ("MatMul",)
     act_levels: int = 256  # uint8 levels used by activations (≤ 256)
     weight_max: int = 127  # largest |int8| weight (63 = 7-bit weights)
+    symmetric: bool = False  # activations with zero point 0 (what TensorRT requires)
     note: str = ""
+
+    def activation(self, low: float, high: float) -> tuple[np.float32, np.uint8 | np.int8]:
+        return activation_params(low, high, self.act_levels, self.symmetric)
 
 
 def quantizable(model: ir.Model, rule: QDQRule = QDQRule()) -> list[ir.Node]:
@@ -46,9 +51,16 @@ def quantizable(model: ir.Model, rule: QDQRule = QDQRule()) -> list[ir.Node]:
     return out
 
 
-def activation_params(low: float, high: float, levels: int = 256) -> tuple[np.float32, np.uint8]:
-    """Asymmetric uint8 scale and zero point for [low, high] (the range always contains 0)."""
+def activation_params(low: float, high: float, levels: int = 256,
+                      symmetric: bool = False) -> tuple[np.float32, np.uint8 | np.int8]:
+    """Scale and zero point for [low, high] (the range always contains 0): asymmetric uint8, or
+    symmetric (zero point 0: uint8 when low ≥ 0, else int8 over ±max|x|)."""
     low, high = min(float(low), 0.0), max(float(high), 0.0)
+    if symmetric:
+        if low == 0.0:
+            return np.float32(high / (levels - 1) if high > 0 else 1.0), np.uint8(0)
+        half = levels // 2 - 1  # 127 of 256 levels
+        return np.float32(max(-low, high) / half), np.int8(0)
     scale = (high - low) / (levels - 1) if high > low else 1.0
     zp = int(np.clip(np.round(-low / scale), 0, levels - 1))
     return np.float32(scale), np.uint8(zp)
@@ -61,8 +73,9 @@ def quantize_weight(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndar
     return np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8), scale
 
 
-def fake_quant_activation(x: np.ndarray, scale: np.float32, zp: np.uint8) -> np.ndarray:
-    return ((np.clip(np.round(x / scale) + int(zp), 0, 255) - int(zp)) * scale).astype(np.float32)
+def fake_quant_activation(x: np.ndarray, scale: np.float32, zp: np.uint8 | np.int8) -> np.ndarray:
+    info = np.iinfo(np.asarray(zp).dtype)  # QuantizeLinear saturates to the zero point's type
+    return ((np.clip(np.round(x / scale) + int(zp), info.min, info.max) - int(zp)) * scale).astype(np.float32)
 
 
 class QuantizeMatMuls(ir.passes.InPlacePass):
@@ -97,12 +110,13 @@ class QuantizeMatMuls(ir.passes.InPlacePass):
         ir.passes.common.RemoveUnusedNodesPass()(model)  # the replaced float weights
         self.sites_changed = len(done)
         self.details = {"quantized": len(done), "kept_float": sorted(self.exclude), "no_range": missing,
-                        "act_levels": self.rule.act_levels, "weight_max": self.rule.weight_max}
+                        "act_levels": self.rule.act_levels, "weight_max": self.rule.weight_max,
+                        "symmetric": self.rule.symmetric}
         return ir.passes.PassResult(model, modified=bool(done))
 
     def _fake_quant(self, model: ir.Model, x: ir.Value) -> ir.Value:
         """x → QuantizeLinear → DequantizeLinear, right after x's producer (first, for a graph input)."""
-        scale, zp = activation_params(*self.ranges[x.name], levels=self.rule.act_levels)
+        scale, zp = self.rule.activation(*self.ranges[x.name])
         em = Emitter(model, f"{x.name}_q")
         s, z = em.const(scale), em.const(zp)
         out = em.op("DequantizeLinear", em.op("QuantizeLinear", x, s, z), s, z)

@@ -29,7 +29,7 @@ def _one_matmul() -> ir.Model:
     return ir.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)]))
 
 
-@pytest.mark.parametrize("rule", [QDQRule(), QDQRule(weight_max=63), QDQRule(act_levels=128)])
+@pytest.mark.parametrize("rule", [QDQRule(), QDQRule(weight_max=63), QDQRule(act_levels=128), QDQRule(symmetric=True)])
 def test_single_matmul_equals_fake_quant_formula(rule):
     model = _one_matmul()
     w = model.graph.initializers["w"].const_value.numpy()
@@ -38,11 +38,24 @@ def test_single_matmul_equals_fake_quant_formula(rule):
     p = QuantizeMatMuls(ranges, rule)
     p(model)
     assert p.sites_changed == 1 and op_counts(model) == {"QuantizeLinear": 1, "DequantizeLinear": 2, "MatMul": 1}
-    scale, zp = activation_params(*ranges["x"], levels=rule.act_levels)
+    scale, zp = rule.activation(*ranges["x"])
+    assert (zp.dtype, int(zp)) == ((np.int8, 0) if rule.symmetric else (np.uint8, 116 if rule.act_levels == 256 else 58))
     wq, ws = quantize_weight(w, rule.weight_max)
     assert np.abs(wq).max() <= rule.weight_max
     want = fake_quant_activation(x, scale, zp) @ (wq.astype(np.float32) * ws)
     np.testing.assert_allclose(ort_run(model, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_symmetric_activation_grids():
+    """Zero point 0: int8 over ±max|x| for a signed range, uint8 over [0, max] for a non-negative
+    one (a ReLU output); x outside saturates at the type's ends, as QuantizeLinear does."""
+    scale, zp = activation_params(-1.0, 2.54, symmetric=True)
+    assert zp.dtype == np.int8 and zp == 0 and scale == np.float32(0.02)
+    x = np.array([-3.0, -1.0, 0.013, 2.54, 9.0], np.float32)
+    np.testing.assert_allclose(fake_quant_activation(x, scale, zp), [-2.56, -1.0, 0.02, 2.54, 2.54], atol=1e-6)
+    scale, zp = activation_params(0.0, 5.1, symmetric=True)
+    assert zp.dtype == np.uint8 and zp == 0 and scale == np.float32(0.02)
+    np.testing.assert_allclose(fake_quant_activation(np.float32([-1.0, 6.0]), scale, zp), [0.0, 5.1], atol=1e-6)
 
 
 def test_tiny_deit_placement(folded_deit_proto):
