@@ -108,6 +108,11 @@ def _print_plan(plan: dict) -> None:
                           for n, f in fams.items())
         out.print(f"auto search: {search.get('evaluations', 0)} measured candidates; chosen: {search.get('family', '')}"
                   + (f" ({escape(picks)})" if picks else ""))
+        comp = search.get("composed")
+        if comp:
+            lat = ", ".join(f"{n} {ms:.3g} ms" for n, ms in (comp.get("latency_ms") or {}).items())
+            out.print(f"composed: then {comp['family'] or 'nothing (the pick alone was fastest)'}"
+                      + (f" ({escape(lat)})" if lat else ""))
     if not plan["accepted"]:
         out.print(f"[yellow]fallback[/] {escape(plan['reason'])}")
 

@@ -185,7 +185,7 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
             steps, search = planner.search(src.model, guard, meter, say, feeds=feeds,
                                            calibration=lambda: calibration_feeds(src), **steps[0].settings)
         except TypeError as e:
-            raise CompileError(f"bad settings for rewrite 'auto': {e}", "auto takes max_evals and families") from None
+            raise CompileError(f"bad settings for rewrite 'auto': {e}", "auto takes max_evals, families and compose") from None
         floor = guard.floor("cosine")
         if steps and floor is not None:
             say(f"auto: validate on {len(VALIDATION_SEEDS)} inputs the search did not measure")

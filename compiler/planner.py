@@ -45,10 +45,10 @@ def _families(names) -> list[str]:
 
 def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict], say: Callable[[str], None],
            max_evals: int = 60, families=DEFAULT_FAMILIES, feeds: dict | None = None,
-           calibration: Callable[[], list[dict]] | None = None) -> tuple[list[RewriteStep], dict]:
+           calibration: Callable[[], list[dict]] | None = None, compose: bool | int = False) -> tuple[list[RewriteStep], dict]:
     """Each family's pick (at most `max_evals` measured candidates each) and, where sites are
     charged, its fewest-FLOPs trial: the fastest of these on ORT when `feeds` are given (else
-    the pick with the fewest FLOPs)."""
+    the pick with the fewest FLOPs). `compose`: then the other families on top of it (composed)."""
     records, picks = {}, {}
     names = _families(families)
     site_cost = site_cost_flops(model, feeds, say) if feeds is not None else {"flops": 0.0}
@@ -86,7 +86,63 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     record = {**records[family], "families": summary, "evaluations": total, "site_cost_probe": site_cost}
     if label != family:  # the per-layer errors describe the charged pick, not this one
         record.update(pick="fewest FLOPs", flops_chosen=fewest[family]["flops"], layer_error=None, embed_error=None)
+    if compose:
+        others = [n for n in names if n != family]
+        steps, record["composed"] = composed(model, steps, others, budget, measure, say, max_evals, feeds, calibration,
+                                             site_cost["flops"])
     return steps, record
+
+
+def composed(model: ir.Model, steps: list[RewriteStep], others: list[str], budget: Budget,
+             measure: Callable[[ir.Model], dict], say: Callable[[str], None], max_evals: int, feeds: dict | None,
+             calibration: Callable[[], list[dict]] | None, site_cost: float) -> tuple[list[RewriteStep], dict]:
+    """Second stage: each other family searched on the pick's graph (every trial measured as a
+    whole against the reference, so the budget covers both); the combination that times fastest
+    on ORT is kept if it beats the pick alone (by FLOPs when there are no feeds)."""
+    base = build_plan(model, steps, lambda _s: None, calibration)[0]
+    extra_steps, tried = {}, {}
+    for name in others:
+        family = importlib.import_module(FAMILIES[name])
+        extra = {"calibration": calibration} if getattr(family, "NEEDS_CALIBRATION", False) else {}
+        say(f"auto: {name} on top of the pick")
+        more, rec = family.search(base, budget, measure, say, max_evals=max_evals, site_cost=site_cost, **extra)
+        tried[name] = {k: v for k, v in rec.items() if k in ("chosen", "evaluations", "reason", "flops_chosen")}
+        if more:
+            extra_steps[name] = more
+    record = {"first_steps": len(steps), "tried": tried, "family": None}
+    if not extra_steps:
+        return steps, record
+    graphs = [base] + [build_plan(base, more, lambda _s: None, calibration)[0] for more in extra_steps.values()]
+    if feeds is not None:
+        costs = time_models(graphs, feeds)
+        record["latency_ms"] = dict(zip(["pick alone", *extra_steps], costs))
+    else:
+        from edgeattn.compiler.flops import graph_flops  # noqa: PLC0415
+
+        costs = [graph_flops(g) for g in graphs]
+    best = min(range(len(graphs)), key=costs.__getitem__)
+    if best == 0:
+        return steps, record
+    name = list(extra_steps)[best - 1]
+    record["family"] = name
+    return steps + extra_steps[name], record
+
+
+def _safer(record: dict) -> Callable[[list[RewriteStep]], list[RewriteStep] | None]:
+    """The plan's `safer` step: a composed plan backs off its second family first, then the first."""
+    first = importlib.import_module(FAMILIES[record["family"]]).safer
+    then = (record.get("composed") or {}).get("family")
+    if not then:
+        return first
+    second, n = importlib.import_module(FAMILIES[then]).safer, record["composed"]["first_steps"]
+
+    def safer(steps: list[RewriteStep]) -> list[RewriteStep] | None:
+        head, tail = steps[:n], steps[n:]
+        if tail:
+            return head + (second(tail) or [])
+        return first(head)
+
+    return safer
 
 
 def _fewest_flops_trial(record: dict) -> dict:
@@ -121,7 +177,7 @@ def validated(model: ir.Model, steps: list[RewriteStep], record: dict, cosine: C
     """The search's pick if its output cosine on validation inputs (which the search did not
     measure) also reaches `floor`; else the pick backed off one step at a time toward the exact
     graph (the family's `safer`) until it does. Returns no steps when `max_checks` do not."""
-    safer = importlib.import_module(FAMILIES[record["family"]]).safer
+    safer = _safer(record)
     checks: list[dict] = []
     cand: list[RewriteStep] | None = steps
     while cand and len(checks) < max_checks:

@@ -27,7 +27,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     blocks, skipped = find_blocks(folded, head_shared_masks=True)
     total = sum(b.heads for b in blocks)
     if total <= len(blocks) or calibration is None:
-        why = "; ".join(s["reason"] for s in skipped) or ("no calibration data" if calibration is None
+        why = "; ".join(dict.fromkeys(s["reason"] for s in skipped)) or ("no calibration data" if calibration is None
                                                            else "every site has one head")
         return [], {"family": "head-prune", "reason": f"no schedule to search: {why}"}
     calib = calibration()

@@ -58,7 +58,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     p0 = ClassTokenPruning(keep=0.5, layers=[0])
     p0(probe)
     if sites < 2 or not p0.sites_changed:
-        reasons = "; ".join(s["reason"] for s in p0.details.get("skipped", [])) or "fewer than two attention sites"
+        reasons = "; ".join(dict.fromkeys(s["reason"] for s in p0.details.get("skipped", []))) or "fewer than two attention sites"
         return [], {"family": "cls-prune", "reason": f"no schedule to search: {reasons}"}
     s = _Search(model, budget, measure, say, max_evals)
     exact = graph_flops(model)

@@ -334,3 +334,29 @@ def test_head_prune_family_bisects_the_head_count(deit):
     assert search_heads.safer([RewriteStep("head-prune", {"heads": 1})]) is None
     none, rec = planner.search(deit, Budget.parse("cosine>=0.98"), meter, lambda _: None, families="head-prune")
     assert none == [] and "no calibration data" in rec["reason"]
+
+
+def test_compose_adds_a_second_family_on_top_of_the_pick(deit):
+    """compose=1: the other families are searched on the pick's graph with the same meter (so the
+    budget covers both); without feeds the combination with fewer FLOPs is kept, and validation
+    backs off the second family before the first. (head-prune then window compose; token-changing
+    rewrites leave masks or grids the others refuse, and say so.)"""
+    exact = graph_flops(deit)
+    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
+    calib = lambda: [{"pixel_values": np.random.default_rng(i).standard_normal((2, 3, 32, 32)).astype(np.float32)}
+                     for i in range(2)]
+    budget = Budget.parse("cosine>=0.98")
+    kw = {"families": "window,head-prune", "calibration": calib}
+    alone, rec0 = planner.search(deit, budget, meter, lambda _: None, **kw)
+    both, rec = planner.search(deit, budget, meter, lambda _: None, compose=1, **kw)
+    assert rec0["family"] == rec["family"] == "head-prune" and "composed" not in rec0
+    comp = rec["composed"]
+    assert both[:1] == alone and comp["first_steps"] == 1 and comp["family"] == "window"
+    assert [s.name for s in both] == ["head-prune", "window"]
+    built = build_plan(deit, both, lambda _: None, calib)[0]
+    assert graph_flops(built) < graph_flops(build_plan(deit, alone, lambda _: None, calib)[0])
+    assert 1.0 - 0.05 * _saved(built, exact) >= 0.98
+    backed = planner._safer(rec)(both)
+    assert backed[0] == both[0] and len(backed[1].settings["layers"]) == len(both[1].settings["layers"]) - 1
+    _, rec = planner.search(deit, budget, meter, lambda _: None, families="cls-prune,window", compose=1)
+    assert rec["composed"]["family"] is None and "not one square grid" in rec["composed"]["tried"]["window"]["reason"]
