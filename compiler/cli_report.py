@@ -111,8 +111,12 @@ def _print_plan(plan: dict) -> None:
         comp = search.get("composed")
         if comp:
             lat = ", ".join(f"{n} {ms:.3g} ms" for n, ms in (comp.get("latency_ms") or {}).items())
-            out.print(f"composed: then {comp['family'] or 'nothing (the pick alone was fastest)'}"
-                      + (f" ({escape(lat)})" if lat else ""))
+            if comp["family"] or lat:
+                out.print(f"composed: then {comp['family'] or 'nothing (the pick alone was fastest)'}"
+                          + (f" ({escape(lat)})" if lat else ""))
+            else:
+                why = "; ".join(f"{n}: {t.get('reason', '')}" for n, t in comp["tried"].items())
+                out.print(f"composed: nothing fits on top ({escape(why)})")
     if not plan["accepted"]:
         out.print(f"[yellow]fallback[/] {escape(plan['reason'])}")
 
