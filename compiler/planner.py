@@ -53,9 +53,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     names = _families(families)
     site_cost = site_cost_flops(model, feeds, say) if feeds is not None else {"flops": 0.0}
     for name in names:
-        family = importlib.import_module(FAMILIES[name])
-        extra = {"calibration": calibration} if getattr(family, "NEEDS_CALIBRATION", False) else {}
-        steps, rec = family.search(model, budget, measure, say, max_evals=max_evals, site_cost=site_cost["flops"], **extra)
+        steps, rec = _run_family(name, model, budget, measure, say, max_evals, site_cost["flops"], calibration)
         records[name] = rec
         if steps:
             picks[name] = steps
@@ -93,6 +91,15 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     return steps, record
 
 
+def _run_family(name: str, model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
+                say: Callable[[str], None], max_evals: int, site_cost: float,
+                calibration: Callable[[], list[dict]] | None) -> tuple[list[RewriteStep], dict]:
+    """One family's search; a family that needs calibration data (NEEDS_CALIBRATION) gets it."""
+    family = importlib.import_module(FAMILIES[name])
+    extra = {"calibration": calibration} if getattr(family, "NEEDS_CALIBRATION", False) else {}
+    return family.search(model, budget, measure, say, max_evals=max_evals, site_cost=site_cost, **extra)
+
+
 def composed(model: ir.Model, steps: list[RewriteStep], others: list[str], budget: Budget,
              measure: Callable[[ir.Model], dict], say: Callable[[str], None], max_evals: int, feeds: dict | None,
              calibration: Callable[[], list[dict]] | None, site_cost: float) -> tuple[list[RewriteStep], dict]:
@@ -102,10 +109,8 @@ def composed(model: ir.Model, steps: list[RewriteStep], others: list[str], budge
     base = build_plan(model, steps, lambda _s: None, calibration)[0]
     extra_steps, tried = {}, {}
     for name in others:
-        family = importlib.import_module(FAMILIES[name])
-        extra = {"calibration": calibration} if getattr(family, "NEEDS_CALIBRATION", False) else {}
         say(f"auto: {name} on top of the pick")
-        more, rec = family.search(base, budget, measure, say, max_evals=max_evals, site_cost=site_cost, **extra)
+        more, rec = _run_family(name, base, budget, measure, say, max_evals, site_cost, calibration)
         tried[name] = {k: v for k, v in rec.items() if k in ("chosen", "evaluations", "reason", "flops_chosen")}
         if more:
             extra_steps[name] = more

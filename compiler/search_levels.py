@@ -20,6 +20,7 @@ from edgeattn import passes
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.plan import Budget, RewriteStep
 from edgeattn.compiler.search_base import Trials, per_layer_schedule
+from edgeattn.passes._tokens import attention_sites
 
 # ladder(model, sites) → (values largest first, settings every site shares); no values → {"reason": ...}
 Ladder = Callable[[ir.Model, int], tuple[list[int], dict]]
@@ -42,7 +43,7 @@ class LevelFamily:
     def search(self, model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
                say: Callable[[str], None], max_evals: int = 60, site_cost: float = 0.0) -> tuple[list[RewriteStep], dict]:
         """`site_cost`: FLOPs counted per rewritten site on top of the GEMMs (its own ops' cost)."""
-        n_sites = sum(1 for n in model.graph if n.op_type == "Attention")
+        n_sites = attention_sites(model)
         options, shared = self.ladder(model, n_sites)
         if not options:
             return [], {"family": self.name, "reason": f"no schedule to search: {shared['reason']}"}

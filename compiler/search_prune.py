@@ -18,6 +18,7 @@ import onnx_ir as ir
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.plan import Budget, RewriteStep
 from edgeattn.compiler.search_base import Trials, clone, largest
+from edgeattn.passes._tokens import attention_sites
 from edgeattn.passes.cls_pruning import ClassTokenPruning
 
 GRID = 16  # keep fractions g/GRID, g = 1 … GRID−1
@@ -53,7 +54,7 @@ class _Search(Trials):
 def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict], say: Callable[[str], None],
            max_evals: int = 60, site_cost: float = 0.0) -> tuple[list[RewriteStep], dict]:
     """`site_cost`: FLOPs counted per pruning site on top of the GEMMs (its small ops' cost)."""
-    sites = sum(1 for n in model.graph if n.op_type == "Attention")
+    sites = attention_sites(model)
     probe = clone(model)
     p0 = ClassTokenPruning(keep=0.5, layers=[0])
     p0(probe)

@@ -198,6 +198,11 @@ def site_blocks(model: ir.Model, layers: list[int] | None, protect: int | None) 
     return [(b, protect if protect is not None else prefix_tokens(model, b.tokens)) for b in chosen], skipped
 
 
+def attention_sites(model: ir.Model) -> int:
+    """How many Attention sites the top-level graph has (site indices run 0 … n−1)."""
+    return sum(1 for n in model.graph if n.op_type == "Attention")
+
+
 def per_layer(value, layers: list[int] | None, sites: int, rewrite: str, setting: str) -> dict[int, int]:
     """A setting given as one int for every chosen layer, or as one value per chosen layer (a
     list, or a comma-separated string) → {layer index: value}; `layers` None = all `sites`."""

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import Emitter, per_layer, site_blocks
+from edgeattn.passes._tokens import Emitter, attention_sites, per_layer, site_blocks
 
 
 def _bins(n: int, k: int) -> list[tuple[int, int]]:
@@ -58,8 +58,8 @@ class AgentAttention(ir.passes.InPlacePass):
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        n_sites = sum(1 for n in model.graph if n.op_type == "Attention")
-        counts = per_layer(self.agents, self.layers, n_sites, "agent", "agents") if self.agents is not None else {}
+        counts = ({} if self.agents is None
+                  else per_layer(self.agents, self.layers, attention_sites(model), "agent", "agents"))
         sites, skipped = site_blocks(model, self.layers, self.protect)
         changed = []
         for block, p in sites:

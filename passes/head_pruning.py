@@ -51,12 +51,12 @@ class HeadPruning(ir.passes.InPlacePass):
                 continue
             sites.append((b, proj))
         pruned = []
+        total = sum(b.heads for b, _ in sites)
         if sites and (self.ratio > 0 if self.heads is None else self.heads > 0):
             if not self.calibration:
                 raise ValueError("head-prune needs calibration data")
             stats = channel_stats(model, [b.attention.outputs[0] for b, _ in sites], self.calibration,
                                   _real_tokens(model, sites[0][0]))
-            total = sum(b.heads for b, _ in sites)
             drop = _choose(sites, stats, self.heads if self.heads is not None else int(self.ratio * total))
             for (block, proj), (mean, _), heads in zip(sites, stats, drop):
                 if heads:
@@ -65,7 +65,6 @@ class HeadPruning(ir.passes.InPlacePass):
             if pruned:
                 reinfer_shapes(model)
         self.sites_changed = len(pruned)
-        total = sum(b.heads for b, _ in sites)
         self.details = {"pruned": pruned, "skipped": skipped, "ratio": self.ratio,
                         "heads_removed": sum(len(p["heads"]) for p in pruned), "heads_considered": total}
         return ir.passes.PassResult(model, modified=bool(pruned))

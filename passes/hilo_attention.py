@@ -15,13 +15,14 @@ import math
 
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import Emitter, per_layer, site_blocks
+from edgeattn.passes._tokens import Emitter, attention_sites, per_layer, site_blocks
 from edgeattn.passes.window_attention import replace_site, windowed
 
 
 class HiLoAttention(ir.passes.InPlacePass):
-    """Settings: window (Hi-Fi window side: an int or one per chosen layer), pool (Lo-Fi pooling cell side; default = window),
-    alpha (fraction of heads that are Lo-Fi; default 0.5), layers, protect."""
+    """Settings: window (Hi-Fi window side: an int or one per chosen layer), pool (Lo-Fi pooling
+    cell side; default = the window), alpha (fraction of heads that are Lo-Fi; default 0.5),
+    layers, protect."""
 
     def __init__(self, window=4, pool: int | None = None, alpha: float = 0.5,
                  layers: list[int] | None = None, protect: int | None = None) -> None:
@@ -33,8 +34,7 @@ class HiLoAttention(ir.passes.InPlacePass):
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        n_sites = sum(1 for n in model.graph if n.op_type == "Attention")
-        windows = per_layer(self.window, self.layers, n_sites, "hilo", "window")
+        windows = per_layer(self.window, self.layers, attention_sites(model), "hilo", "window")
         sites, skipped = site_blocks(model, self.layers, self.protect)
         changed = []
         for block, p in sites:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import (Block, Emitter, find_blocks, outputs_have_tokens, per_layer, prefix_tokens,
-                                     redirect_uses, reinfer_shapes, with_shape)
+from edgeattn.passes._tokens import (Block, Emitter, attention_sites, find_blocks, outputs_have_tokens, per_layer,
+                                     prefix_tokens, redirect_uses, reinfer_shapes, with_shape)
 from edgeattn.passes._padding import key_padding_input, upstream
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 
@@ -43,7 +43,7 @@ class TokenMerging(ir.passes.InPlacePass):
         FoldAttentionHeads()(model)
         padding = _padding_source(model)
         blocks, skipped = find_blocks(model, allowed_mask=padding.mask if padding else None)
-        sites = sum(1 for n in model.graph if n.op_type == "Attention")
+        sites = attention_sites(model)
         plan = per_layer(self.r, self.layers, sites, "tome", "r")
         if any(v < 0 for v in plan.values()):
             raise ValueError("tome needs r ≥ 0")

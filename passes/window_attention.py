@@ -17,7 +17,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import Emitter, per_layer, site_blocks
+from edgeattn.passes._tokens import Emitter, attention_sites, per_layer, site_blocks
 
 
 class WindowAttention(ir.passes.InPlacePass):
@@ -32,7 +32,7 @@ class WindowAttention(ir.passes.InPlacePass):
         self.sites_changed, self.details = 0, {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        n_sites = sum(1 for n in model.graph if n.op_type == "Attention")
+        n_sites = attention_sites(model)
         windows = per_layer(self.window, self.layers, n_sites, "window", "window")
         strides = windows if self.stride is None else per_layer(self.stride, self.layers, n_sites, "window", "stride")
         for layer, w in windows.items():
