@@ -43,10 +43,10 @@ bench-tvm: install
 
 # Issue 4's table: each model exact vs the plan `--rewrite auto` finds inside its budget.
 bench-int8: install
-	$(VENV)/bin/edgeattn bench digits-vit --targets ort,openvino --precision fp32,int8 --baselines --budget "top1-drop<=0.5" --calib-method percentile -o bench/digits-vit-int8
-	$(VENV)/bin/edgeattn bench deit-small --targets ort,openvino --precision fp32,int8 --baselines --budget "cosine>=0.999" --calib-method percentile -o bench/deit-small-int8
-	$(VENV)/bin/edgeattn bench minilm-l6@128 --targets ort,openvino --precision fp32,int8 --baselines --budget "embedding-cosine>=0.99,nn-agree>=0.97" --calib-method percentile -o bench/minilm-l6_128-int8
-	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,int8 --baselines --budget "embedding-cosine>=0.99,nn-agree>=0.97" -o bench/minilm-l6_512-int8
+	$(VENV)/bin/edgeattn bench digits-vit --targets ort,openvino --precision fp32,int8 --baselines --budget "top1-drop<=0.5" --calib-method auto -o bench/digits-vit-int8
+	$(VENV)/bin/edgeattn bench deit-small --targets ort,openvino --precision fp32,int8 --baselines --budget "cosine>=0.999" --calib-method auto -o bench/deit-small-int8
+	$(VENV)/bin/edgeattn bench minilm-l6@128 --targets ort,openvino --precision fp32,int8 --baselines --budget "embedding-cosine>=0.99,nn-agree>=0.97" --calib-method auto -o bench/minilm-l6_128-int8
+	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,int8 --baselines --budget "embedding-cosine>=0.99,nn-agree>=0.98" --calib-method auto -o bench/minilm-l6_512-int8
 
 bench-rewrites: install
 	$(VENV)/bin/edgeattn bench digits-vit --targets ort,openvino --rewrite auto --budget "top1-drop<=0.5" --rounds 20 --runs 100 -o bench/digits-vit-auto

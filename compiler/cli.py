@@ -70,7 +70,7 @@ def compile_cmd(
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Approximate rewrite NAME:key=val,... (repeatable; see `edgeattn pipelines`)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite and --precision int8, one or more comma-separated: cosine>=0.99 (default), top1-drop<=0.5, max-abs<=1e-3, embedding-cosine>=0.99, nn-agree>=0.98."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8: calibration inputs, an .npz with one array per model input (first axis = samples); default: the model's own calibration set."),
-    calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges by minmax (the default), percentile (99.999) or entropy."),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges by minmax (the default), percentile (99.999), entropy, or auto (minmax and percentile each through the fallback; keeps the one with more MatMuls in int8)."),
     smooth: float = typer.Option(0.5, "--smooth", help="int8: SmoothQuant migration strength alpha (0 = off)."),
     device: Optional[str] = typer.Option(None, "--device", help="mobile: the ARM64 CPU preset of the TVM bundle: generic-arm64 (default), rpi4, rpi5, jetson-orin."),
     arch: Optional[str] = typer.Option(None, "--arch", help="tvm-cuda: GPU architecture, sm_90 (H100, the default), sm_87 (Jetson Orin), sm_89, sm_80."),

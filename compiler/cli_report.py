@@ -125,6 +125,10 @@ def _print_quantization(q: dict) -> None:
     state = "[green]accepted[/]" if q["accepted"] else "[red]rejected[/]"
     out.print(f"int8 (budget {escape(q['budget'])}): {state}; calibration {q['method']} on "
               f"{escape(q.get('calibration_source', ''))}")
+    for m, t in q.get("methods_tried", {}).items():
+        mark = " (chosen)" if m == q.get("method_chosen") else ""
+        out.print(f"  auto: {m}{mark}: {t['quantized']} of {q.get('matmuls', '?')} MatMuls in int8, "
+                  f"{'inside' if t['accepted'] else 'outside'} the budget")
     sq = q.get("smooth_quant")
     if sq and sq.get("sites"):
         out.print(f"  SmoothQuant alpha {sq['alpha']:g}: {sq['layernorm']} LayerNorm and {sq['value_output']} V→O sites "

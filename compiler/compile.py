@@ -85,7 +85,7 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
                    force: bool = False, progress: Progress | None = None, target_options: dict | None = None,
                    rewrites: list[str] | None = None, budget: str | None = None, quant: dict | None = None) -> dict:
     """Compile an already loaded source (its graph is rewritten in place: pass a clone to reuse it).
-    `quant` (with precision int8): method (minmax|percentile|entropy), smooth (SmoothQuant alpha,
+    `quant` (with precision int8): method (minmax|percentile|entropy|auto), smooth (SmoothQuant alpha,
     0 = off), calibration (a list of feeds; default the model's own calibration set)."""
     say = progress or (lambda _msg: None)
     tgt = _check_target_and_output(target, out, force)

@@ -16,13 +16,15 @@ import onnx_ir as ir
 from edgeattn import passes
 from edgeattn.compiler import plan
 from edgeattn.compiler.errors import CompileError
-from edgeattn.passes._calibrate import METHODS, activation_ranges
+from edgeattn.passes._calibrate import METHODS as _RANGE_METHODS
+from edgeattn.passes._calibrate import activation_ranges
 from edgeattn.passes._linear import const, reduce_values
 from edgeattn.passes.quantize_qdq import (QDQRule, QuantizeMatMuls, fake_quant_activation,
                                           quantizable, quantize_weight)
 
 MAX_FALLBACK_STEPS = 24
 SMOOTH_TOLERANCE = 1e-4  # relative max error allowed for the (exact) scale migration
+METHODS = (*_RANGE_METHODS, "auto")
 
 
 def layer_name(node: ir.Node) -> str:
@@ -94,25 +96,12 @@ def _smooth(candidate: ir.Model, alpha: float, calib: list[dict], say) -> dict:
     return {**p.details, "sites": p.sites_changed, "relative_error": err}
 
 
-def quantize(exact: ir.Model, rule: QDQRule, budget: plan.Budget, measure: Callable[[ir.Model], dict],
-             calibration: list[dict], say: Callable[[str], None], *, method: str = "minmax",
-             smooth: float = 0.5) -> tuple[ir.Model, dict]:
-    """Returns (the model to ship, the manifest's `quantization` record)."""
-    if method not in METHODS:
-        raise CompileError(f"unknown calibration method '{method}'", f"use one of: {', '.join(METHODS)}")
-    if not calibration:
-        raise CompileError("the calibration set is empty", "give at least one input with --calib")
-    base = ir.from_proto(ir.to_proto(exact))
-    record: dict = {"method": method, "calibration_batches": len(calibration), "budget": str(budget),
-                    "rule": {"act_levels": rule.act_levels, "weight_max": rule.weight_max, "symmetric": rule.symmetric,
-                             "note": rule.note}}
-    if smooth > 0:
-        record["smooth_quant"] = _smooth(base, smooth, calibration, say)
-    nodes = quantizable(base, rule)
-    if not nodes:
-        return exact, {**record, "accepted": False, "reason": "no MatMul with constant weights to quantize"}
-    say(f"int8: calibrate {len(nodes)} MatMul inputs ({method}, {len(calibration)} inputs)")
-    ranges = activation_ranges(base, [n.inputs[0].name for n in nodes], calibration, method)
+AUTO_METHODS = ("minmax", "percentile")  # what `auto` tries: the two that win on some zoo model
+
+
+def _fallback(base: ir.Model, nodes: list[ir.Node], ranges: dict, rule: QDQRule, budget: plan.Budget,
+              measure: Callable[[ir.Model], dict], calibration: list[dict], say) -> dict:
+    """Quantize all, then return the most sensitive MatMuls to float one by one until the budget holds."""
     snr = local_sensitivity(base, nodes, ranges, rule, calibration[0])
     order = sorted(snr, key=snr.get)  # most sensitive first
     base_proto = ir.to_proto(base)
@@ -128,11 +117,52 @@ def quantize(exact: ir.Model, rule: QDQRule, budget: plan.Budget, measure: Calla
             break
         if step < len(order):
             kept.append(order[step])
-    accepted = budget.met(values)
+    return {"model": cand, "kept": kept, "steps": steps, "values": values, "acc": acc, "snr": snr,
+            "accepted": budget.met(values)}
+
+
+def _better(a: dict, b: dict) -> bool:
+    """Is fallback result `a` better than `b`: accepted first, then more MatMuls in int8."""
+    return (a["accepted"], -len(a["kept"])) > (b["accepted"], -len(b["kept"]))
+
+
+def quantize(exact: ir.Model, rule: QDQRule, budget: plan.Budget, measure: Callable[[ir.Model], dict],
+             calibration: list[dict], say: Callable[[str], None], *, method: str = "minmax",
+             smooth: float = 0.5) -> tuple[ir.Model, dict]:
+    """Returns (the model to ship, the manifest's `quantization` record). `method` auto: each of
+    AUTO_METHODS through the whole fallback, keeping the one with the most MatMuls in int8 inside the
+    budget (no method wins on every model: percentile on deit-small, min-max on minilm-l6@512)."""
+    if method not in METHODS:
+        raise CompileError(f"unknown calibration method '{method}'", f"use one of: {', '.join(METHODS)}")
+    if not calibration:
+        raise CompileError("the calibration set is empty", "give at least one input with --calib")
+    base = ir.from_proto(ir.to_proto(exact))
+    record: dict = {"method": method, "calibration_batches": len(calibration), "budget": str(budget),
+                    "rule": {"act_levels": rule.act_levels, "weight_max": rule.weight_max, "symmetric": rule.symmetric,
+                             "note": rule.note}}
+    if smooth > 0:
+        record["smooth_quant"] = _smooth(base, smooth, calibration, say)
+    nodes = quantizable(base, rule)
+    if not nodes:
+        return exact, {**record, "accepted": False, "reason": "no MatMul with constant weights to quantize"}
+    best = None
+    for m in (AUTO_METHODS if method == "auto" else (method,)):
+        say(f"int8: calibrate {len(nodes)} MatMul inputs ({m}, {len(calibration)} inputs)")
+        ranges = activation_ranges(base, [n.inputs[0].name for n in nodes], calibration, m)
+        result = {**_fallback(base, nodes, ranges, rule, budget, measure, calibration, say), "method": m}
+        if method == "auto":
+            record.setdefault("methods_tried", {})[m] = {"accepted": result["accepted"], "quantized": len(nodes) - len(result["kept"]),
+                                                         **result["values"]}
+        if best is None or _better(result, best):
+            best = result
+    cand, kept, values, snr = best["model"], best["kept"], best["values"], best["snr"]
+    accepted = best["accepted"]
     names = {n.name: layer_name(n) for n in nodes}
-    record.update({"accepted": accepted, "measured": {**values, **acc}, "steps": steps,
+    record.update({"accepted": accepted, "measured": {**values, **best["acc"]}, "steps": best["steps"],
                    "quantized": len(nodes) - len(kept), "matmuls": len(nodes),
                    "kept_float": [names[k] for k in kept]})
+    if method == "auto":
+        record["method_chosen"] = best["method"]
     if not accepted:
         record["reason"] = (f"budget {budget} missed with {len(kept)} MatMuls back in float: measured "
                             f"{plan.describe(values)}; shipped the float graph")

@@ -67,3 +67,20 @@ def test_digits_vit_int8_within_budget(tmp_path):
     assert q["smooth_quant"]["relative_error"] < 1e-4
     acc = m["accuracy"]  # measured on the built artifact, held-out split
     assert 100 * (acc["reference_top1"] - acc["top1"]) <= 0.5
+
+
+def test_auto_method_keeps_the_calibration_with_more_int8(tiny_deit_proto):
+    exact = ir.from_proto(tiny_deit_proto)
+    seen = []
+
+    def meter(m):  # budget met at <= 12 int8 MatMuls for the first method, <= 16 for the second
+        seen.append(_int8_matmuls(m))
+        limit = 12 if seen.count(18) <= 1 else 16  # each method's fallback starts with all 18 in int8
+        return {"cosine": 1.0 if _int8_matmuls(m) <= limit else 0.5, "max_abs_error": 0.0}
+
+    model, rec = quantize.quantize(exact, QDQRule(), plan.Budget.parse("cosine>=0.99"), meter, CALIB, lambda _m: None,
+                                   method="auto")
+    tried = rec["methods_tried"]
+    assert list(tried) == list(quantize.AUTO_METHODS) and all(t["accepted"] for t in tried.values())
+    assert [t["quantized"] for t in tried.values()] == [12, 16]
+    assert rec["method_chosen"] == "percentile" and rec["quantized"] == 16 == _int8_matmuls(model)
