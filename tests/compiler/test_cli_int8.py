@@ -25,13 +25,14 @@ def _calib(path, **arrays):
 def test_int8_with_given_calibration_and_layer_report(tiny, tmp_path):
     x = np.random.default_rng(0).standard_normal((6, S, H * D)).astype(np.float32)
     calib = _calib(tmp_path / "calib.npz", x=x)
-    r = edgeattn("compile", str(tiny), "--precision", "int8", "--calib", calib, "--budget", "cosine>=0.99",
-                 "-o", str(tmp_path / "art"))
+    r = edgeattn("compile", str(tiny), "--precision", "int8", "--calib", calib, "--calib-method", "auto",
+                 "--budget", "cosine>=0.99", "-o", str(tmp_path / "art"))
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "art" / "manifest.json").read_text())
     q = m["quantization"]
     assert m["precision"] == "int8" and q["accepted"] and q["matmuls"] == 3 and q["calibration_source"] == "given (--calib)"
-    assert "int8 (budget cosine>=0.99): accepted" in r.stdout
+    assert set(q["methods_tried"]) == {"minmax", "percentile"} and q["method_chosen"] in q["methods_tried"]
+    assert "int8 (budget cosine>=0.99): accepted" in r.stdout and f"auto: {q['method_chosen']} (chosen)" in r.stdout
     r = edgeattn("explain", str(tmp_path / "art"), "--layers", "--csv", str(tmp_path / "layers.csv"))
     assert r.returncode == 0, r.stderr
     rows = (tmp_path / "layers.csv").read_text().strip().splitlines()
