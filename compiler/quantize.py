@@ -117,6 +117,17 @@ def _fallback(base: ir.Model, nodes: list[ir.Node], ranges: dict, rule: QDQRule,
             break
         if step < len(order):
             kept.append(order[step])
+    if budget.met(values):  # backward pass: local SNR only ranks; each kept MatMul gets one more try in int8
+        for name in reversed(list(kept)):
+            trial = ir.from_proto(base_proto)
+            QuantizeMatMuls(ranges, rule, exclude=set(kept) - {name})(trial)
+            say(f"int8: measure ({len(nodes) - len(kept) + 1}/{len(nodes)} MatMuls in int8, retrying one)")
+            t_acc = measure(trial)
+            t_values = budget.measure(t_acc)
+            steps.append({"kept_float": len(kept) - 1, "retried": name, **t_values})
+            if budget.met(t_values):
+                kept.remove(name)
+                cand, acc, values = trial, t_acc, t_values
     return {"model": cand, "kept": kept, "steps": steps, "values": values, "acc": acc, "snr": snr,
             "accepted": budget.met(values)}
 

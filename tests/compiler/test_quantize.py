@@ -33,7 +33,9 @@ def test_fallback_returns_the_most_sensitive_matmuls_first(tiny_deit_proto):
     meter = lambda m: {"cosine": 1 - 0.001 * _int8_matmuls(m), "max_abs_error": 0.0}  # noqa: E731
     model, rec = quantize.quantize(exact, QDQRule(), plan.Budget.parse("cosine>=0.9935"), meter, CALIB, lambda _m: None)
     assert rec["accepted"] and rec["matmuls"] == 18 and rec["quantized"] == 6 and _int8_matmuls(model) == 6
-    assert [s["kept_float"] for s in rec["steps"]] == list(range(13))
+    forward = [s for s in rec["steps"] if "retried" not in s]
+    assert [s["kept_float"] for s in forward] == list(range(13))
+    assert len(rec["steps"]) == 13 + 12  # the backward pass retried each kept MatMul, none fits
     local = {r["layer"]: r["local_snr_db"] for r in rec["layers"]}
     kept = rec["kept_float"]
     assert [local[k] for k in kept] == sorted(local[k] for k in kept)  # most sensitive first
@@ -84,3 +86,25 @@ def test_auto_method_keeps_the_calibration_with_more_int8(tiny_deit_proto):
     assert list(tried) == list(quantize.AUTO_METHODS) and all(t["accepted"] for t in tried.values())
     assert [t["quantized"] for t in tried.values()] == [12, 16]
     assert rec["method_chosen"] == "percentile" and rec["quantized"] == 16 == _int8_matmuls(model)
+
+
+def _int8_names(model: ir.Model) -> set[str]:
+    """MatMuls whose weight comes through a DequantizeLinear (i.e. run in int8)."""
+    return {n.name for n in model.graph.all_nodes() if n.op_type == "MatMul" and n.inputs[1].producer() is not None
+            and n.inputs[1].producer().op_type == "DequantizeLinear"}
+
+
+def test_backward_pass_returns_a_kept_matmul_that_costs_nothing(tiny_deit_proto):
+    exact = ir.from_proto(tiny_deit_proto)
+    every = {n.name for n in quantize.quantizable(exact, QDQRule())}
+    free: list[str] = []
+
+    def meter(m):  # the most sensitive MatMul by local SNR (the first one kept) costs nothing in int8
+        int8 = _int8_names(m)
+        if len(every - int8) == 1 and not free:
+            free.extend(every - int8)
+        return {"cosine": 1 - 0.001 * len(int8 - set(free)), "max_abs_error": 0.0}
+
+    model, rec = quantize.quantize(exact, QDQRule(), plan.Budget.parse("cosine>=0.9935"), meter, CALIB, lambda _m: None)
+    assert rec["accepted"] and rec["quantized"] == 7 and free[0] in _int8_names(model)
+    assert len(rec["kept_float"]) == 11 and any(s.get("retried") == free[0] for s in rec["steps"])
