@@ -105,13 +105,17 @@ def _fallback(base: ir.Model, nodes: list[ir.Node], ranges: dict, rule: QDQRule,
     snr = local_sensitivity(base, nodes, ranges, rule, calibration[0])
     order = sorted(snr, key=snr.get)  # most sensitive first
     base_proto = ir.to_proto(base)
+
+    def trial(exclude: set[str], note: str = "") -> tuple[ir.Model, dict, dict]:
+        model = ir.from_proto(base_proto)
+        QuantizeMatMuls(ranges, rule, exclude=exclude)(model)
+        say(f"int8: measure ({len(nodes) - len(exclude)}/{len(nodes)} MatMuls in int8{note})")
+        acc = measure(model)
+        return model, acc, budget.measure(acc)
+
     steps, kept = [], []
     for step in range(min(len(order), MAX_FALLBACK_STEPS) + 1):
-        cand = ir.from_proto(base_proto)
-        QuantizeMatMuls(ranges, rule, exclude=set(kept))(cand)
-        say(f"int8: measure ({len(nodes) - len(kept)}/{len(nodes)} MatMuls in int8)")
-        acc = measure(cand)
-        values = budget.measure(acc)
+        cand, acc, values = trial(set(kept))
         steps.append({"kept_float": len(kept), **values})
         if budget.met(values):
             break
@@ -119,15 +123,11 @@ def _fallback(base: ir.Model, nodes: list[ir.Node], ranges: dict, rule: QDQRule,
             kept.append(order[step])
     if budget.met(values):  # backward pass: local SNR only ranks; each kept MatMul gets one more try in int8
         for name in reversed(list(kept)):
-            trial = ir.from_proto(base_proto)
-            QuantizeMatMuls(ranges, rule, exclude=set(kept) - {name})(trial)
-            say(f"int8: measure ({len(nodes) - len(kept) + 1}/{len(nodes)} MatMuls in int8, retrying one)")
-            t_acc = measure(trial)
-            t_values = budget.measure(t_acc)
+            t_model, t_acc, t_values = trial(set(kept) - {name}, ", retrying one")
             steps.append({"kept_float": len(kept) - 1, "retried": name, **t_values})
             if budget.met(t_values):
                 kept.remove(name)
-                cand, acc, values = trial, t_acc, t_values
+                cand, acc, values = t_model, t_acc, t_values
     return {"model": cand, "kept": kept, "steps": steps, "values": values, "acc": acc, "snr": snr,
             "accepted": budget.met(values)}
 

@@ -11,6 +11,11 @@ from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.plan import Budget, describe
 
 
+def skip_reasons(skipped: list[dict]) -> str:
+    """A pass's skipped sites as one line, each distinct reason once (twelve sites often share one)."""
+    return "; ".join(dict.fromkeys(s["reason"] for s in skipped))
+
+
 def clone(model: ir.Model) -> ir.Model:
     return ir.from_proto(ir.to_proto(model))
 

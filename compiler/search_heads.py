@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.plan import Budget, RewriteStep
-from edgeattn.compiler.search_base import Trials, clone, largest
+from edgeattn.compiler.search_base import Trials, clone, largest, skip_reasons
 from edgeattn.passes._tokens import find_blocks
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 from edgeattn.passes.head_pruning import HeadPruning
@@ -27,8 +27,8 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     blocks, skipped = find_blocks(folded, head_shared_masks=True)
     total = sum(b.heads for b in blocks)
     if total <= len(blocks) or calibration is None:
-        why = "; ".join(dict.fromkeys(s["reason"] for s in skipped)) or ("no calibration data" if calibration is None
-                                                           else "every site has one head")
+        why = skip_reasons(skipped) or ("no calibration data" if calibration is None
+                                          else "every site has one head")
         return [], {"family": "head-prune", "reason": f"no schedule to search: {why}"}
     calib = calibration()
     trials = Trials(model, budget, measure, say, max_evals, "head-prune")

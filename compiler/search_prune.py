@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.plan import Budget, RewriteStep
-from edgeattn.compiler.search_base import Trials, clone, largest
+from edgeattn.compiler.search_base import Trials, clone, largest, skip_reasons
 from edgeattn.passes._tokens import attention_sites
 from edgeattn.passes.cls_pruning import ClassTokenPruning
 
@@ -59,7 +59,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     p0 = ClassTokenPruning(keep=0.5, layers=[0])
     p0(probe)
     if sites < 2 or not p0.sites_changed:
-        reasons = "; ".join(dict.fromkeys(s["reason"] for s in p0.details.get("skipped", []))) or "fewer than two attention sites"
+        reasons = skip_reasons(p0.details.get("skipped", [])) or "fewer than two attention sites"
         return [], {"family": "cls-prune", "reason": f"no schedule to search: {reasons}"}
     s = _Search(model, budget, measure, say, max_evals)
     exact = graph_flops(model)

@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.plan import Budget, RewriteStep
-from edgeattn.compiler.search_base import Trials, clone, per_layer_schedule
+from edgeattn.compiler.search_base import Trials, clone, per_layer_schedule, skip_reasons
 from edgeattn.passes._tokens import prefix_tokens
 from edgeattn.passes.token_merging import TokenMerging
 
@@ -50,7 +50,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     tokens = [t["tokens"] for t in p0.details["tokens_in"]]
     sites = p0.details["sites"]
     if not tokens or len(tokens) != sites:
-        reasons = "; ".join(dict.fromkeys(s["reason"] for s in p0.details["skipped"])) or "no attention sites"
+        reasons = skip_reasons(p0.details["skipped"]) or "no attention sites"
         return [], {"family": "tome", "reason": f"no schedule to search: {reasons}"}
     protect = prefix_tokens(probe, tokens[0])
     step = max(1, (tokens[0] - protect) // 16)

@@ -14,7 +14,7 @@ import math
 
 import onnx_ir as ir
 
-from edgeattn.compiler.search_base import clone
+from edgeattn.compiler.search_base import clone, skip_reasons
 from edgeattn.compiler.search_levels import LevelFamily
 from edgeattn.passes._tokens import site_blocks
 
@@ -30,7 +30,7 @@ def patch_grid(model: ir.Model, n_sites: int) -> tuple[int | None, int, str]:
     grids = {math.isqrt(b.tokens - p) for b, p in blocks if math.isqrt(b.tokens - p) ** 2 == b.tokens - p}
     if len(grids) == 1 and len(blocks) == n_sites:
         return grids.pop(), blocks[0][1], ""
-    reasons = "; ".join(dict.fromkeys(s["reason"] for s in skipped)) or "the patch tokens of every site are not one square grid"
+    reasons = skip_reasons(skipped) or "the patch tokens of every site are not one square grid"
     return None, 0, reasons
 
 
