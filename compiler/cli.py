@@ -72,6 +72,7 @@ def compile_cmd(
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8: calibration inputs, an .npz with one array per model input (first axis = samples); default: the model's own calibration set."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges by minmax (the default), percentile (99.999), entropy, or auto (minmax and percentile each through the fallback; keeps the one with more MatMuls in int8)."),
     smooth: float = typer.Option(0.5, "--smooth", help="int8: SmoothQuant migration strength alpha (0 = off)."),
+    outliers: float = typer.Option(2.0, "--outliers", help="int8: split off MatMul input channels whose range exceeds this × the 9th largest channel's into a small float MatMul (LLM.int8()-style; 0 = off)."),
     device: Optional[str] = typer.Option(None, "--device", help="mobile: the ARM64 CPU preset of the TVM bundle: generic-arm64 (default), rpi4, rpi5, jetson-orin."),
     arch: Optional[str] = typer.Option(None, "--arch", help="tvm-cuda: GPU architecture, sm_90 (H100, the default), sm_87 (Jetson Orin), sm_89, sm_80."),
     batches: Optional[str] = typer.Option(None, "--batches", help="tvm-cuda: batch sizes compiled into the executable, e.g. 1,32 (default 1)."),
@@ -103,7 +104,7 @@ def compile_cmd(
     from edgeattn.compiler.compile import compile_model
     from edgeattn.compiler.calib import load_calibration
 
-    quant = {"method": calib_method, "smooth": smooth}
+    quant = {"method": calib_method, "smooth": smooth, "outliers": outliers}
     extra = {}
     if device is not None:
         if target != "mobile":
@@ -513,6 +514,7 @@ def bench_cmd(
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Also time each target with this rewrite plan (as for compile; `auto` searches once)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite and int8 (as for compile)."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges (as for compile)."),
+    outliers: float = typer.Option(2.0, "--outliers", help="int8: outlier-channel split ratio (as for compile; 0 = off)."),
     remote: Optional[str] = typer.Option(None, "--remote", help="HOST:PORT of a TVM RPC tracker (with --key) or server: time the TVM-library targets (tvm, mobile) on that device."),
     key: Optional[str] = typer.Option(None, "--key", help="--remote: the device kind's key at the tracker."),
 ):
@@ -552,7 +554,7 @@ def bench_cmd(
         result = run_bench(model, [t.strip() for t in targets_.split(",") if t.strip()],
                            [p.strip() for p in precision.split(",") if p.strip()], output, baselines=baselines,
                            rounds=rounds, per_round=runs, threads=threads, rewrites=rewrite, budget=budget,
-                           quant={"method": calib_method},
+                           quant={"method": calib_method, "outliers": outliers},
                            say=lambda m: bar.update(task, description=f"bench {model}: {m}"))
     print_bench(result)
     out.print(f"wrote {output / 'bench.json'}, bench.csv, bench.html")

@@ -133,6 +133,12 @@ def _print_quantization(q: dict) -> None:
     if sq and sq.get("sites"):
         out.print(f"  SmoothQuant alpha {sq['alpha']:g}: {sq['layernorm']} LayerNorm and {sq['value_output']} V→O sites "
                   f"(checked exact: relative error {sq['relative_error']:.1e})")
+    retry = q.get("outlier_retry")
+    if retry:
+        fate = "shipped" if retry["shipped"] else "not better, not shipped"
+        out.print(f"  outlier split on {retry['sites']} float-kept MatMul(s) (LLM.int8()-style, checked exact): "
+                  f"{retry['quantized']} of {q.get('matmuls', '?')} in int8, "
+                  f"{'inside' if retry['accepted'] else 'outside'} the budget; {fate}")
     if q.get("rule", {}).get("note"):
         out.print(f"  {escape(q['rule']['note'])}")
     if "matmuls" in q:

@@ -86,7 +86,7 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
                    rewrites: list[str] | None = None, budget: str | None = None, quant: dict | None = None) -> dict:
     """Compile an already loaded source (its graph is rewritten in place: pass a clone to reuse it).
     `quant` (with precision int8): method (minmax|percentile|entropy|auto), smooth (SmoothQuant alpha,
-    0 = off), calibration (a list of feeds; default the model's own calibration set)."""
+    0 = off), outliers (outlier-split ratio, 0 = off), calibration (a list of feeds; default the model's own calibration set)."""
     say = progress or (lambda _msg: None)
     tgt = _check_target_and_output(target, out, force)
     precision = (target_options or {}).get("precision", "fp32")
@@ -239,7 +239,8 @@ def _apply_int8(src: Source, tgt, guard, reference_run, quant: dict, say: Progre
     exact = getattr(tgt, "INT8_EXACT_ARITHMETIC", False)
     meter = _candidate_meter(src, reference_run, guard, None if exact else _target_runner(tgt, {"precision": "int8"}))
     src.model, record = quantize.quantize(src.model, tgt.qdq_rule(), guard, meter, calib, say,
-                                          method=quant.get("method", "minmax"), smooth=float(quant.get("smooth", 0.5)))
+                                          method=quant.get("method", "minmax"), smooth=float(quant.get("smooth", 0.5)),
+                                          outliers=float(quant.get("outliers", quantize.OUTLIER_RATIO)))
     record["calibration_source"] = "given (--calib)" if quant.get("calibration") else _calibration_source(src)
     record["measured_on"] = ("the device's exact int8 arithmetic (Q/DQ graph on ORT, optimizations off)" if exact
                              else "the target's own runtime on this machine")

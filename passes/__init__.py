@@ -25,6 +25,7 @@ PASSES: dict[str, str] = {
     "hilo": "edgeattn.passes.hilo_attention:HiLoAttention",
     "smooth-quant": "edgeattn.passes.smooth_quant:SmoothQuant",
     "patchify-conv": "edgeattn.passes.patchify_conv:PatchifyConv",
+    "outlier-split": "edgeattn.passes.outlier_split:OutlierSplit",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -42,6 +43,7 @@ DESCRIPTIONS: dict[str, str] = {
     "hilo": "HiLo: some heads windowed, the others read average-pooled K/V (approximate; settings window, pool, alpha, layers)",
     "smooth-quant": "SmoothQuant: activation outliers migrated into the next weights before int8, exact (settings alpha, vo)",
     "patchify-conv": "patch-embedding Conv (kernel = stride) → patchify + MatMul for GEMM-strong backends, exact",
+    "outlier-split": "LLM.int8()-style split: a MatMul's few outlier input channels go to a small float MatMul, exact (settings ratio, max_channels)",
 }
 
 # Passes that change the model's numbers: only run under a measured accuracy budget.

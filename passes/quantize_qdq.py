@@ -23,6 +23,7 @@ import onnx_ir.passes.common  # noqa: F401 - ir.passes.common
 
 from edgeattn.passes._linear import const
 from edgeattn.passes._tokens import Emitter
+from edgeattn.passes.outlier_split import KEEP_FLOAT
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ def quantizable(model: ir.Model, rule: QDQRule = QDQRule()) -> list[ir.Node]:
         if n.op_type not in rule.op_types or len(n.inputs) != 2 or n.inputs[0] is None:
             continue
         w = const(n.inputs[1])
+        if n.metadata_props.get(KEEP_FLOAT):  # e.g. the outlier part of a split MatMul
+            continue
         if const(n.inputs[0]) is None and w is not None and w.ndim == 2 and w.dtype == np.float32:
             out.append(n)
     return out

@@ -108,3 +108,30 @@ def test_backward_pass_returns_a_kept_matmul_that_costs_nothing(tiny_deit_proto)
     model, rec = quantize.quantize(exact, QDQRule(), plan.Budget.parse("cosine>=0.9935"), meter, CALIB, lambda _m: None)
     assert rec["accepted"] and rec["quantized"] == 7 and free[0] in _int8_names(model)
     assert len(rec["kept_float"]) == 11 and any(s.get("retried") == free[0] for s in rec["steps"])
+
+
+def test_float_kept_matmuls_get_their_outlier_channels_split_and_retried():
+    """A BERT whose MLP inputs carry one outlier channel: at a budget that int8 fc2s miss, the
+    fallback keeps them in float; the split model meets it with every MatMul in int8."""
+    from ..passes.conftest import ort_run
+    from ..passes.test_outlier_split import CALIB as TEXT_CALIB
+    from ..passes.test_outlier_split import _encoder, _feeds
+
+    exact = _encoder(outlier=True)
+    feed = _feeds(0)
+    want = ort_run(exact, feed)[0]
+
+    def meter(m):
+        got = ort_run(m, feed)[0]
+        return {"cosine": 1.0, "max_abs_error": float(np.abs(got - want).max() / np.abs(want).max())}
+
+    budget = plan.Budget.parse("max-abs<=0.002")  # all-int8 error: ~0.005 unsplit, ~0.0008 split
+    model, rec = quantize.quantize(exact, QDQRule(), budget, meter, TEXT_CALIB, lambda _m: None, outliers=2.0)
+    retry = rec["outlier_retry"]
+    assert retry["sites"] >= 1 and retry["shipped"] and retry["accepted"]
+    assert rec["accepted"] and rec["kept_float"] == [] and rec["quantized"] == rec["matmuls"]
+    parts = [r["layer"] for r in rec["layers"] if "other channels" in r["layer"]]
+    assert len(parts) == retry["sites"] and all(r["int8"] for r in rec["layers"])
+    assert sum(n.op_type == "Split" for n in model.graph) == retry["sites"]
+    _, plain = quantize.quantize(exact, QDQRule(), budget, meter, TEXT_CALIB, lambda _m: None, outliers=0.0)
+    assert plain["kept_float"] and "outlier_retry" not in plain
