@@ -26,6 +26,7 @@ PASSES: dict[str, str] = {
     "smooth-quant": "edgeattn.passes.smooth_quant:SmoothQuant",
     "patchify-conv": "edgeattn.passes.patchify_conv:PatchifyConv",
     "outlier-split": "edgeattn.passes.outlier_split:OutlierSplit",
+    "pool": "edgeattn.passes.token_pooling:TokenPooling",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -43,11 +44,12 @@ DESCRIPTIONS: dict[str, str] = {
     "hilo": "HiLo: some heads windowed, the others read average-pooled K/V (approximate; settings window, pool, alpha, layers)",
     "smooth-quant": "SmoothQuant: activation outliers migrated into the next weights before int8, exact (settings alpha, vo)",
     "patchify-conv": "patch-embedding Conv (kernel = stride) → patchify + MatMul for GEMM-strong backends, exact",
+    "pool": "token pooling: each k×k square of patch tokens → one size-weighted token after a layer's attention, one constant MatMul (approximate; settings layers, k, prop_attn)",
     "outlier-split": "LLM.int8()-style split: a MatMul's few outlier input channels go to a small float MatMul, exact (settings ratio, max_channels)",
 }
 
 # Passes that change the model's numbers: only run under a measured accuracy budget.
-APPROXIMATE = {"sink-window", "tome", "cls-prune", "agent", "head-prune", "window", "hilo"}
+APPROXIMATE = {"pool", "sink-window", "tome", "cls-prune", "agent", "head-prune", "window", "hilo"}
 
 
 def pass_class(name: str):

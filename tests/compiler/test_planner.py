@@ -113,7 +113,7 @@ def test_cls_prune_search_stays_inside_the_budget_and_skips_hopeless_layers(deit
     assert trial is None or not trial["ok"]
 
 
-@pytest.mark.parametrize("family", ["cls-prune", "window"])
+@pytest.mark.parametrize("family", ["cls-prune", "window", "pool"])
 def test_family_search_on_a_model_it_cannot_rewrite(family):
     """A causal decoder has no class token to prune by and no patch grid to window."""
     from ..tiny_models import tiny_causal_attention_onnx  # noqa: PLC0415
@@ -360,3 +360,20 @@ def test_compose_adds_a_second_family_on_top_of_the_pick(deit):
     assert backed[0] == both[0] and len(backed[1].settings["layers"]) == len(both[1].settings["layers"]) - 1
     _, rec = planner.search(deit, budget, meter, lambda _: None, families="cls-prune,window", compose=1)
     assert rec["composed"]["family"] is None and "not one square grid" in rec["composed"]["tried"]["window"]["reason"]
+
+
+def test_pool_search_pools_after_the_earliest_layers_inside_the_budget(deit):
+    exact = graph_flops(deit)
+    meter = lambda m: {"cosine": 1.0 - 0.05 * _saved(m, exact), "max_abs_error": 0.0}
+    for floor in (0.99, 0.975):
+        steps, record = planner.search(deit, Budget.parse(f"cosine>={floor}"), meter, lambda _: None, families="pool")
+        assert [s.name for s in steps] == ["pool"] and all(t["ok"] == (t["value"]["cosine"] >= floor) for t in record["trials"])
+        layers = steps[0].settings["layers"]
+        first = [t for t in record["trials"] if len(t["layers"]) == 1]
+        # every earlier single pool was measured over the budget; the chosen one is inside
+        assert [t["ok"] for t in first if t["layers"][0] < layers[0]] == [False] * layers[0]
+        assert record["flops_chosen"] < exact
+    from edgeattn.compiler import search_pool  # noqa: PLC0415
+
+    assert search_pool.safer([RewriteStep("pool", {"layers": [0, 2]})]) == [RewriteStep("pool", {"layers": [0]})]
+    assert search_pool.safer([RewriteStep("pool", {"layers": [1]})]) is None
