@@ -22,7 +22,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common  # noqa: F401 - ir.passes.common
 
 from edgeattn.passes._linear import channel_absmax, const, input_projection, replace_const
-from edgeattn.passes._tokens import Emitter
+from edgeattn.passes._tokens import Emitter, redirect_uses
 
 KEEP_FLOAT = "edgeattn.keep_float"  # node metadata: the int8 placement leaves this MatMul in float
 PART = "edgeattn.part"  # node metadata: which part of a split MatMul (for the per-layer report)
@@ -140,9 +140,7 @@ class OutlierSplit(ir.passes.InPlacePass):
 
 def _move_uses(model: ir.Model, old: ir.Value, new: ir.Value, keep: ir.Node | None) -> None:
     """Every consumer of `old` (but `keep`) reads `new`; a graph output moves to `new` by name."""
-    for use in list(old.uses()):
-        if use.node is not keep:
-            use.node.replace_input_with(use.idx, new)
+    redirect_uses(old, new, {keep} if keep is not None else set())
     if old.is_graph_output():
         idx = list(model.graph.outputs).index(old)
         name = old.name

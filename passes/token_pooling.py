@@ -64,7 +64,7 @@ class TokenPooling(ir.passes.InPlacePass):
                 skipped.append({"reason": why})
             else:
                 p = self.protect if self.protect is not None else prefix_tokens(model, chosen[0].tokens)
-                sizes = np.ones(chosen[0].tokens)
+                sizes, after = np.ones(chosen[0].tokens), {}
                 for block in chosen:
                     g = math.isqrt(len(sizes) - p)
                     if g * g != len(sizes) - p or g % self.k:
@@ -74,8 +74,9 @@ class TokenPooling(ir.passes.InPlacePass):
                     m, sizes = pooling_matrix(sizes, p, self.k)
                     _pool(model, block, m)
                     pooled.append({"layer": block.index, "tokens_before": m.shape[1], "tokens_after": m.shape[0]})
+                    after[block.index] = sizes
                 if pooled and self.prop_attn:
-                    self._size_bias(model, sites, pooled, p)
+                    self._size_bias(model, sites, after)
         if pooled:
             reinfer_shapes(model)
         self.sites_changed = len(pooled)
@@ -92,14 +93,14 @@ class TokenPooling(ir.passes.InPlacePass):
             return f"later attention sites {masked} carry masks sized to the token count"
         return None
 
-    def _size_bias(self, model: ir.Model, sites: list[ir.Node], pooled: list[dict], p: int) -> None:
+    @staticmethod
+    def _size_bias(model: ir.Model, sites: list[ir.Node], after: dict[int, np.ndarray]) -> None:
         """log(size) of each key on the scores of every site after the first pool: a constant
-        (1, 1, N, N) mask (the sizes depend on positions only)."""
-        sizes, after = np.ones(pooled[0]["tokens_before"]), {x["layer"] for x in pooled}
+        (1, 1, N, N) mask (the sizes depend on positions only). `after`: layer → sizes after its pool."""
+        sizes = None
         for i, node in enumerate(sites):
-            if i - 1 in after:
-                sizes = pooling_matrix(sizes, p, self.k)[1]
-            if i <= min(after):
+            sizes = after.get(i - 1, sizes)
+            if sizes is None:
                 continue
             n = len(sizes)
             dtype = node.inputs[0].dtype.numpy() if node.inputs[0].dtype is not None else np.float32

@@ -22,6 +22,16 @@ def ort_run(model: ir.Model | onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     return sess.run(None, feeds)
 
 
+def deit_feed(seed: int = 2) -> dict:
+    """A batch of 2 random 32×32 images for canonical_tiny_deit."""
+    return {"pixel_values": np.random.default_rng(seed).standard_normal((2, 3, 32, 32)).astype(np.float32)}
+
+
+def attention_tokens(model: ir.Model) -> list:
+    """The token count each Attention site reads."""
+    return [n.inputs[0].shape[1] for n in model.graph if n.op_type == "Attention"]
+
+
 def op_counts(model: ir.Model) -> dict[str, int]:
     counts: dict[str, int] = {}
     for n in model.graph.all_nodes():

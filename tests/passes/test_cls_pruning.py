@@ -10,20 +10,14 @@ from edgeattn.passes._tokens import find_blocks
 from edgeattn.passes.cls_pruning import ClassTokenPruning
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 
+from .conftest import attention_tokens as _tokens
 from .conftest import canonical_tiny_deit, ort_run
+from .conftest import deit_feed as _x
 
 
 @pytest.fixture(scope="module")
 def deit_proto():
     return ir.to_proto(canonical_tiny_deit())
-
-
-def _x():
-    return {"pixel_values": np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)}
-
-
-def _tokens(model):
-    return [n.inputs[0].shape[1] for n in model.graph if n.op_type == "Attention"]
 
 
 def test_keep_all_is_exact(deit_proto):

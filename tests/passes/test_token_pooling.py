@@ -10,20 +10,14 @@ import pytest
 from edgeattn.passes._linear import const
 from edgeattn.passes.token_pooling import TokenPooling, pooling_matrix
 
+from .conftest import attention_tokens as _tokens
 from .conftest import canonical_tiny_deit, ort_run
+from .conftest import deit_feed as _x
 
 
 @pytest.fixture(scope="module")
 def deit_proto():
     return ir.to_proto(canonical_tiny_deit())
-
-
-def _x():
-    return {"pixel_values": np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)}
-
-
-def _tokens(model):
-    return [n.inputs[0].shape[1] for n in model.graph if n.op_type == "Attention"]
 
 
 def test_pooling_matrix_weights_by_size():
