@@ -36,6 +36,7 @@ class Candidate:
     note: str = ""
     plan: dict | None = None
     quantization: dict | None = None
+    gemm_flops: int | None = None  # what the artifact computes (manifest); None for baselines
     # For a plan candidate: the exact artifact (same target and precision) it is compared with. The
     # object, not its label: labels repeat across precisions.
     exact: "Candidate | None" = None
@@ -53,6 +54,7 @@ def _artifact(src: Source, target: str, out: Path, pipeline: str, options: dict,
     cand = Candidate(label, target, m["precision"], _worker_cmd(out, threads), kind, m["accuracy"],
                      note=m.get("precision_note", ""))
     cand.plan = m.get("plan")
+    cand.gemm_flops = m.get("gemm_flops")
     cand.quantization = m.get("quantization")
     return cand
 
@@ -151,7 +153,7 @@ def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch
     for c in cands:
         best = min(c.round_medians)
         vs_fp32 = fp32.get(c.target) if c.kind == "edgeattn" and (c.precision != "fp32" or c.exact is not None) else None
-        done = (c.plan or {}).get("gemm_flops", {}).get("plan") or flops  # a plan does less work
+        done = c.gemm_flops or flops  # a plan or readout pruning does less work than the model
         gflops = done / (best / 1e3) / 1e9
         peak = peaks.get(c.precision)
         rows.append({

@@ -67,7 +67,7 @@ def run_remote_bench(spec: str, target_names: list[str], out: Path, *, remote: s
     rows = []
     for c in cands:
         best = min(c.round_medians)
-        done = (c.plan or {}).get("gemm_flops", {}).get("plan") or flops
+        done = c.gemm_flops or flops
         rows.append({"candidate": c.label, "target": c.target, "precision": c.precision, "best_ms": best,
                      "p50_ms": float(np.percentile(c.times_ms, 50)), "p90_ms": float(np.percentile(c.times_ms, 90)),
                      "throughput_per_s": 1e3 / best, "gflops_per_s": done / (best / 1e3) / 1e9,

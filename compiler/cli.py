@@ -238,6 +238,7 @@ def tune_cmd(
         say("load" if model.endswith(".onnx") else "export")
         src = load_source(model)
         run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))  # the graph compile would build
+        run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"), finish=True)
         say("legalize for tvm")
         tgt.legalize(src.model)
         say("extract tasks, tune")
@@ -466,13 +467,14 @@ def pipelines_cmd():
         edgeattn pipelines
     """
     from edgeattn import passes
-    from edgeattn.compiler.pipeline import PIPELINES
+    from edgeattn.compiler.pipeline import FINISH, PIPELINES
 
     t = Table(title="pipelines")
     t.add_column("pipeline")
-    t.add_column("passes")
+    t.add_column("passes (→ the --rewrite plan → the finishing passes)")
     for name, plist in PIPELINES.items():
-        t.add_row(name, " → ".join(plist) or "(export as is)")
+        steps = plist + (["[plan]"] + FINISH[name] if FINISH.get(name) else [])
+        t.add_row(name, " → ".join(steps) or "(export as is)")
     out.print(t)
     p = Table(title="passes")
     p.add_column("pass")

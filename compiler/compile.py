@@ -16,6 +16,7 @@ from edgeattn import targets
 from edgeattn.compiler import accuracy, device_check, plan, planner, quantize
 from edgeattn.compiler.calib import check_calibration
 from edgeattn.compiler.errors import CompileError
+from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.frontend import Source, load_source
 from edgeattn.compiler.pipeline import attention_summary, run_pipeline
 from edgeattn.runtime import artifact
@@ -99,6 +100,8 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
     records = run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))
     plan_record = (_apply_rewrites(src, steps, guard, reference_run, say, _plan_arithmetic(tgt, target, target_options))
                    if steps else None)
+    records += run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"), finish=True)
+    gemm_flops = graph_flops(src.model)  # the work the artifact does (a plan or readout pruning removes some)
     quant_record = _apply_int8(src, tgt, guard, reference_run, quant or {}, say) if precision == "int8" else None
     if quant_record is not None and not quant_record["accepted"]:
         precision = "fp32"  # the float graph ships; the manifest says why
@@ -111,6 +114,7 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
         "inputs": io_specs(src.model.graph.inputs), "outputs": io_specs(src.model.graph.outputs),
         "example_dims": src.example_dims,
         "passes": [r.to_dict() for r in records],
+        "gemm_flops": gemm_flops,
         "attention": {**attention_summary(records), "legalization": legal},
         "versions": versions(),
     }

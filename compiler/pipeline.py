@@ -17,6 +17,13 @@ PIPELINES: dict[str, list[str]] = {
     "none": [],
 }
 
+# Run after the rewrite plan (the planner's rewrites need whole blocks; these narrow the last one)
+# and before quantization: exact passes whose sites the rewrites would otherwise lose.
+FINISH: dict[str, list[str]] = {
+    "default": ["readout-prune", "cleanup"],
+    "none": [],
+}
+
 
 @dataclass
 class PassRecord:
@@ -29,11 +36,12 @@ class PassRecord:
 
 
 def run_pipeline(model: ir.Model, name: str = "default",
-                 on_pass: Callable[[str], None] | None = None) -> list[PassRecord]:
+                 on_pass: Callable[[str], None] | None = None, finish: bool = False) -> list[PassRecord]:
+    """The pipeline's passes; `finish`: its passes that run after the rewrite plan instead."""
     if name not in PIPELINES:
         raise KeyError(f"unknown pipeline '{name}' — known pipelines: {', '.join(PIPELINES)}")
     records = []
-    for pass_name in PIPELINES[name]:
+    for pass_name in (FINISH if finish else PIPELINES).get(name, []):
         if on_pass:
             on_pass(pass_name)
         p = passes.create(pass_name)

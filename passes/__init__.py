@@ -27,6 +27,7 @@ PASSES: dict[str, str] = {
     "patchify-conv": "edgeattn.passes.patchify_conv:PatchifyConv",
     "outlier-split": "edgeattn.passes.outlier_split:OutlierSplit",
     "pool": "edgeattn.passes.token_pooling:TokenPooling",
+    "readout-prune": "edgeattn.passes.readout_prune:ReadoutPrune",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -45,6 +46,7 @@ DESCRIPTIONS: dict[str, str] = {
     "smooth-quant": "SmoothQuant: activation outliers migrated into the next weights before int8, exact (settings alpha, vo)",
     "patchify-conv": "patch-embedding Conv (kernel = stride) → patchify + MatMul for GEMM-strong backends, exact",
     "pool": "token pooling: each k×k square of patch tokens → one size-weighted token after a layer's attention, one constant MatMul (approximate; settings layers, k, prop_attn)",
+    "readout-prune": "ops after the last attention's K/V run only on the tokens the output reads (e.g. the class token), exact",
     "outlier-split": "LLM.int8()-style split: a MatMul's few outlier input channels go to a small float MatMul, exact (settings ratio, max_channels)",
 }
 

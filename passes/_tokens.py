@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
+import onnx_ir.passes.common  # noqa: F401 - reinfer_shapes uses it; not imported by `onnx_ir` itself
 from onnx_ir import tape
 
 
