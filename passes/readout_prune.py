@@ -11,7 +11,8 @@ DeiT (7% of deit-small, 21% of the 4-block digits-vit). A constant token-mixing 
 
 Values are narrowed in place only where every consumer wants the same tokens; elsewhere (the
 last block's LayerNorm output, which K and V read whole) a Gather is inserted for the narrowed
-consumers. Runs after the rewrite plan (the planner's passes need the last block whole).
+consumers. Runs after the rewrite plan (the planner's passes need the last block whole), and
+folds the attention heads first (`fold-attention-heads`, as the token-reducing rewrites do).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import Emitter, reinfer_shapes
+from edgeattn.passes._tokens import Emitter
+from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 
 UNARY = {"Abs", "Cast", "Ceil", "Clip", "Elu", "Erf", "Exp", "Floor", "Gelu", "HardSigmoid", "HardSwish", "Identity",
          "LeakyRelu", "Log", "Mish", "Neg", "Reciprocal", "Relu", "Round", "Selu", "Sigmoid", "Sign", "Softplus",
@@ -103,6 +105,14 @@ def _attention_ok(node: ir.Node) -> bool:
     return mask is None or (mask.shape is not None and len(mask.shape) in (2, 4) and isinstance(mask.shape[-2], int))
 
 
+def _narrow_shape(value: ir.Value, like: ir.Value, rows: int, axis: int) -> ir.Value:
+    """`value` gets `like`'s shape and dtype with `rows` on `axis`."""
+    dims = list(like.shape)
+    dims[axis] = rows
+    value.shape, value.dtype = ir.Shape(dims), like.dtype
+    return value
+
+
 class ReadoutPrune(ir.passes.InPlacePass):
     """No settings. `sites_changed`: how many nodes now run on fewer tokens."""
 
@@ -112,6 +122,8 @@ class ReadoutPrune(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
+        if any(_readout(n) is not None for n in graph):
+            FoldAttentionHeads()(model)  # tokens on axis 1 of every value the selection passes (as the token passes)
         graph.sort()
         outputs = set(graph.outputs)
         wants: dict[ir.Value, list[tuple[ir.Node, int, tuple[int, ...]]]] = {}
@@ -164,7 +176,8 @@ class ReadoutPrune(ir.passes.InPlacePass):
                     node.op_type = "Gather"
                     node.resize_inputs(2)
                     node.attributes["axis"] = ir.AttrInt64("axis", 1)
-        reinfer_shapes(model)
+        for v, rows in narrowed.items():  # set, not re-inferred: ONNX inference would rename the symbolic batch
+            _narrow_shape(v, v, len(rows), 1)
         self.sites_changed = len(cone)
         self.details = {"narrowed_nodes": len(cone), "gathers": boundaries,
                         "attention_sites": sum(1 for n in cone if n.op_type == "Attention"),
@@ -187,7 +200,7 @@ class ReadoutPrune(ir.passes.InPlacePass):
     @staticmethod
     def _gather(model: ir.Model, v: ir.Value, rows: tuple[int, ...], uses: list[tuple[ir.Node, int]]) -> None:
         e = Emitter(model, f"{v.name or 'tokens'}_readout")
-        out = e.op("Gather", v, e.const(np.array(rows, np.int64)), axis=1)
+        out = _narrow_shape(e.op("Gather", v, e.const(np.array(rows, np.int64)), axis=1), v, len(rows), 1)
         anchor = v.producer()
         if anchor is None:
             model.graph.insert_before(next(iter(model.graph)), list(e.tape.nodes))
@@ -207,5 +220,6 @@ class ReadoutPrune(ir.passes.InPlacePass):
         mask = node.inputs[3] if node.op_type == "Attention" and len(node.inputs) > 3 else None
         if mask is not None and mask.shape[-2] != 1:
             axis = len(mask.shape) - 2
-            node.replace_input_with(3, e.op("Gather", mask, e.const(np.array(rows, np.int64)), axis=axis))
+            picked = e.op("Gather", mask, e.const(np.array(rows, np.int64)), axis=axis)
+            node.replace_input_with(3, _narrow_shape(picked, mask, len(rows), axis))
             model.graph.insert_before(node, list(e.tape.nodes))
