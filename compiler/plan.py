@@ -47,6 +47,9 @@ def _value(key: str, text: str):
     if key == "layers":
         out: list[int] = []
         for part in text.split(","):
+            if part in ("-1", "embed"):  # pool: on the embeddings, before the first block
+                out.append(-1)
+                continue
             lo, _, hi = part.partition("-")
             if not lo.isdigit() or (hi and not hi.isdigit()):
                 raise CompileError(f"bad layers '{text}'", "use e.g. layers=0-5,8")

@@ -1,5 +1,6 @@
 """`--rewrite auto`, family `pool`: token pooling (2×2 squares of patch tokens → one token) after
-the earliest layers that stay inside the accuracy budget.
+the earliest layers that stay inside the accuracy budget (layer −1: on the embeddings, before the
+first block).
 
 Pooling earlier removes more work, so each round scans the layers after the last pool in order
 and keeps the first one inside the budget (if it pays for its site charge); the next round adds a
@@ -44,7 +45,7 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
     exact = run([])
     best, best_cost = [], exact["flops"]
     for _ in range(MAX_SITES):
-        start = best[-1] + 1 if best else 0
+        start = best[-1] + 1 if best else -1
         found = None
         for layer in range(start, sites):  # after the last attention it still shrinks the last MLP
             if s.spent:
@@ -63,6 +64,8 @@ def search(model: ir.Model, budget: Budget, measure: Callable[[ir.Model], dict],
         return [], record
     record["flops_chosen"] = run(best)["flops"]
     record["layer_error"] = [run([i])["value"] if i in best else None for i in range(sites)]
+    if -1 in best:
+        record["embed_error"] = run([-1])["value"]
     return [_step(best)], record
 
 

@@ -6,8 +6,9 @@ token, their size-weighted average; the class/distillation tokens stay. The assi
 only on positions, so the whole reduction is one MatMul with a constant (tokens_after × tokens)
 matrix, and with `prop_attn` each later attention adds the constant log(size) of every key to its
 scores (ToMe's proportional attention) through its mask input. On small models where ToMe's ~30
-ops a site cost more than they save, this is the cheap form. Exact when no layer is chosen; with
-k = 1 the matrix is the identity.
+ops a site cost more than they save, this is the cheap form. Layer −1 pools the embeddings, before
+the first block (as ToMe's `embed_r`). Exact when no layer is chosen; with k = 1 the matrix is the
+identity.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def pooling_matrix(sizes: np.ndarray, p: int, k: int) -> tuple[np.ndarray, np.nd
 
 
 class TokenPooling(ir.passes.InPlacePass):
-    """Settings: layers (Attention site indices after which to pool; default [0]), k (square
+    """Settings: layers (Attention site indices after which to pool, −1 = on the embeddings before
+    the first block; default [0]), k (square
     side, 2), prop_attn (size-weighted attention afterwards), protect (leading tokens; default found)."""
 
     def __init__(self, layers: list[int] | None = None, k: int = 2, prop_attn: bool | int = True,
@@ -56,25 +58,27 @@ class TokenPooling(ir.passes.InPlacePass):
         FoldAttentionHeads()(model)
         blocks, skipped = find_blocks(model)
         sites = [n for n in model.graph if n.op_type == "Attention"]
-        chosen = [b for b in blocks if b.index in self.layers]
+        # (layer, block): a pool after `block`'s attention, or (−1, first block) before it
+        chosen = ([(-1, blocks[0])] if -1 in self.layers and blocks and blocks[0].index == 0 else []) + [
+            (b.index, b) for b in blocks if b.index in self.layers]
         pooled = []
         if chosen and self.k > 1:
             why = self._blocker(model, chosen, sites)
             if why:
                 skipped.append({"reason": why})
             else:
-                p = self.protect if self.protect is not None else prefix_tokens(model, chosen[0].tokens)
-                sizes, after = np.ones(chosen[0].tokens), {}
-                for block in chosen:
+                p = self.protect if self.protect is not None else prefix_tokens(model, chosen[0][1].tokens)
+                sizes, after = np.ones(chosen[0][1].tokens), {}
+                for layer, block in chosen:
                     g = math.isqrt(len(sizes) - p)
                     if g * g != len(sizes) - p or g % self.k:
-                        skipped.append({"layer": block.index, "reason": f"{len(sizes) - p} patch tokens are no "
+                        skipped.append({"layer": layer, "reason": f"{len(sizes) - p} patch tokens are no "
                                         f"square grid divisible by k={self.k}"})
                         continue
                     m, sizes = pooling_matrix(sizes, p, self.k)
-                    _pool(model, block, m)
-                    pooled.append({"layer": block.index, "tokens_before": m.shape[1], "tokens_after": m.shape[0]})
-                    after[block.index] = sizes
+                    _pool(model, block, m, before=layer < 0)
+                    pooled.append({"layer": layer, "tokens_before": m.shape[1], "tokens_after": m.shape[0]})
+                    after[layer] = sizes
                 if pooled and self.prop_attn:
                     self._size_bias(model, sites, after)
         if pooled:
@@ -85,9 +89,9 @@ class TokenPooling(ir.passes.InPlacePass):
 
     @staticmethod
     def _blocker(model: ir.Model, chosen, sites) -> str | None:
-        first = min(b.index for b in chosen)
+        first = min(layer for layer, _ in chosen)
         masked = [i for i, n in enumerate(sites) if i > first and len(n.inputs) > 3 and n.inputs[3] is not None]
-        if outputs_have_tokens(model, chosen[0].tokens):
+        if outputs_have_tokens(model, chosen[0][1].tokens):
             return "the model outputs per-token values"
         if masked:
             return f"later attention sites {masked} carry masks sized to the token count"
@@ -109,12 +113,13 @@ class TokenPooling(ir.passes.InPlacePass):
             node.replace_input_with(3, Emitter(model, f"{node.name or 'attn'}_pool_bias").const(np.ascontiguousarray(bias)))
 
 
-def _pool(model: ir.Model, block, m: np.ndarray) -> None:
-    """stream (B, N, C) → M @ stream (B, N', C), right after the block's attention residual Add."""
-    x = block.stream
-    e = Emitter(model, f"{block.attention.name or 'attn'}_pool")
+def _pool(model: ir.Model, block, m: np.ndarray, before: bool = False) -> None:
+    """stream (B, N, C) → M @ stream (B, N', C), right after the block's attention residual Add
+    (`before`: on the stream entering the block instead)."""
+    x = block.skip if before else block.stream
+    e = Emitter(model, f"{block.attention.name or 'attn'}_{'embed_' if before else ''}pool")
     out = e.op("MatMul", e.const(m.astype(x.dtype.numpy())), x)
     with_shape(out, x.shape[0] if x.shape is not None else None, m.shape[0], block.channels, x.dtype)
     new_nodes = set(e.tape.nodes)
-    e.insert_after(block.residual)
+    e.insert_after(x.producer() if before else block.residual)
     redirect_uses(x, out, new_nodes)

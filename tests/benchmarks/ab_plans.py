@@ -35,6 +35,8 @@ def main() -> None:
     for label in labels:
         steps = [] if label == "exact" else [plan.parse_rewrite(s) for s in label.split("+")]
         model, _ = plan.build_plan(src.model, steps, lambda _s: None)
+        model = ir.from_proto(ir.to_proto(model))  # the exact "plan" may be src.model itself
+        run_pipeline(model, "default", finish=True)  # as the artifact runs it (readout pruning)
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.log_severity_level = a.threads, 3
         sessions.append(ort.InferenceSession(ir.to_proto(model).SerializeToString(), so,

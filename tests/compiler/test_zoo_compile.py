@@ -17,6 +17,10 @@ def test_digits_vit_real_accuracy(tmp_path):
     assert acc["top1"] >= 0.95 and acc["top1"] == pytest.approx(acc["reference_top1"], abs=1 / 450)
     saved = json.loads((tmp_path / "digits" / "manifest.json").read_text())
     assert saved["accuracy"]["top1"] == acc["top1"]
+    # readout pruning ran after the plan: the last block computes the class token only (of 4 blocks)
+    readout = next(p for p in m["passes"] if p["name"] == "readout-prune")
+    assert readout["details"]["attention_sites"] == 1 and readout["details"]["tokens_read"] == [1]
+    assert 0.75 * 69_079_552 < m["gemm_flops"] < 0.85 * 69_079_552  # the exact graph's FLOPs at batch 1
 
 
 @pytest.mark.slow

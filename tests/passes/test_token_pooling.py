@@ -74,15 +74,28 @@ def _square_invariant(model: ir.Model) -> dict:
     return {"pixel_values": np.ascontiguousarray(img.transpose(0, 1, 2, 4, 3, 5).reshape(1, 3, 32, 32))}
 
 
-def test_duplicate_tokens_make_pooling_exact(deit_proto):
+def test_embedding_pool_before_the_first_block(deit_proto):
+    model = ir.from_proto(deit_proto)
+    p = TokenPooling(layers=[-1], k=2)
+    p(model)
+    assert p.sites_changed == 1 and p.details["merged"][0]["layer"] == -1 and _tokens(model) == [6, 6, 6]
+    masks = [const(n.inputs[3]) for n in model.graph if n.op_type == "Attention" and len(n.inputs) > 3]
+    assert len(masks) == 3 and all(m.shape == (1, 1, 6, 6) for m in masks)
+    both = ir.from_proto(deit_proto)
+    TokenPooling(layers=[-1, 0], k=2)(both)
+    assert _tokens(both) == [6, 3, 3]
+
+
+@pytest.mark.parametrize("layers", [[0], [-1]])
+def test_duplicate_tokens_make_pooling_exact(deit_proto, layers):
     """Where the tokens of every square are equal, pooling loses nothing, and with prop_attn
     (log(size) on the keys) every later attention computes what the full one did."""
     model = ir.from_proto(deit_proto)
     feed = _square_invariant(model)
     want = ort_run(model, feed)[0]
-    TokenPooling(layers=[0], k=2)(model)
+    TokenPooling(layers=layers, k=2)(model)
     np.testing.assert_allclose(ort_run(model, feed)[0], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     without = ir.from_proto(deit_proto)
     _square_invariant(without)
-    TokenPooling(layers=[0], k=2, prop_attn=False)(without)
+    TokenPooling(layers=layers, k=2, prop_attn=False)(without)
     assert np.abs(ort_run(without, feed)[0] - want).max() > 1e-3  # the size masks are what makes it exact
