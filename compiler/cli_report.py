@@ -53,6 +53,8 @@ def print_compile_summary(m: dict, output: Path) -> None:
     att, acc = m["attention"], m["accuracy"]
     out.print(f"attention: {att['sites']} sites found, {att['canonicalized']} canonicalized"
               + (f", {len(att['unmatched'])} unmatched" if att["unmatched"] else ""))
+    if m.get("attn_implementation"):
+        out.print(f"[yellow]note[/]: attention exported as {escape(m['attn_implementation'])}")
     for u in att["unmatched"]:
         out.print(f"  [yellow]unmatched[/] {escape(u['node'])}: {escape(u['reason'])}")
     if acc.get("verified") is False:

@@ -118,6 +118,8 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
         "attention": {**attention_summary(records), "legalization": legal},
         "versions": versions(),
     }
+    if "attn_implementation" in src.meta:  # the hf-folder fallback, kept with the artifact
+        manifest["attn_implementation"] = src.meta["attn_implementation"]
     if plan_record is not None:
         manifest["plan"] = plan_record
     if quant_record is not None:

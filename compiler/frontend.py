@@ -89,12 +89,21 @@ def _from_hf_folder(path: Path, opset: int) -> Source:
         raise ModelInputError(f"{path} is a folder without config.json", "give a Hugging Face model folder or an .onnx file")
     from edgeattn.models.hf_folder import build_from_folder
 
+    def build(impl=None):
+        try:
+            return build_from_folder(path, attn_implementation=impl)
+        except Exception as e:
+            raise ModelInputError(f"cannot load the Hugging Face model in {path}: {e}") from None
+
+    zm = build()
+    meta = {"description": zm.description, "weights": zm.weights}
     try:
-        zm = build_from_folder(path)
-    except Exception as e:
-        raise ModelInputError(f"cannot load the Hugging Face model in {path}: {e}") from None
-    return Source(path.name, export_torch(zm, opset), "hf-folder", zm, dict(zm.example_dims),
-                  {"description": zm.description, "weights": zm.weights})
+        model = export_torch(zm, opset)
+    except CompileError as e:  # some SDPA paths do not export (BEiT, Swin); their eager attention does
+        zm = build("eager")
+        model = export_torch(zm, opset)
+        meta["attn_implementation"] = f"eager (the default attention did not export: {e.problem})"
+    return Source(path.name, model, "hf-folder", zm, dict(zm.example_dims), meta)
 
 
 def export_torch(zm, opset: int = DEFAULT_OPSET) -> ir.Model:

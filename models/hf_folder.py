@@ -7,18 +7,21 @@ from pathlib import Path
 from edgeattn.models.zoo import InputSpec, ZooModel
 
 
-def build_from_folder(path: Path, seq: int = 128) -> ZooModel:
+def build_from_folder(path: Path, seq: int = 128, attn_implementation: str | None = None) -> ZooModel:
+    """`attn_implementation="eager"` builds the attention as explicit MatMul/Softmax ops: some
+    models' SDPA path does not export (BEiT, Swin: a view of SDPA's output strides fails)."""
     import torch
     from transformers import AutoConfig, AutoModel
 
     cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
     has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
     if has_weights:
-        model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        model = AutoModel.from_pretrained(str(path), local_files_only=True,
+                                          attn_implementation=attn_implementation).eval()
         weights = f"from {path}"
     else:  # a config-only folder: architecture with deterministic random weights
         torch.manual_seed(0)
-        model = AutoModel.from_config(cfg).eval()
+        model = AutoModel.from_config(cfg, attn_implementation=attn_implementation).eval()
         weights = "random init (seed 0): the folder has no weights"
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False

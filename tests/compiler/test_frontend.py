@@ -42,6 +42,21 @@ def test_hf_folder_compiles(tmp_path):
     assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask"]
 
 
+def test_hf_folder_whose_sdpa_does_not_export(tmp_path):
+    """BEiT's SDPA path fails torch.onnx.export (a view of SDPA's output strides, torch 2.13); the
+    folder is rebuilt with eager attention, whose relative-position bias becomes the mask input."""
+    from transformers import BeitConfig
+
+    BeitConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+               patch_size=8, use_relative_position_bias=True).save_pretrained(tmp_path / "beit")
+    m = compile_model(str(tmp_path / "beit"), "ort", tmp_path / "art")
+    assert m["weights"].startswith("random init")
+    assert m["attention"]["sites"] == 2 and m["attention"]["canonicalized"] == 2
+    assert m["accuracy"]["max_abs_error"] <= 1e-4
+    if "attn_implementation" in m:  # absent once torch exports BEiT's SDPA path
+        assert m["attn_implementation"].startswith("eager (the default attention did not export")
+
+
 def test_folder_without_config(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelInputError, match="without config.json"):
