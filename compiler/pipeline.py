@@ -10,9 +10,9 @@ import onnx_ir as ir
 from edgeattn import passes
 
 PIPELINES: dict[str, list[str]] = {
-    # Exact rewrites only: fold, canonicalize attention, turn run-time causal masks into
-    # is_causal, fold again.
-    "default": ["cleanup", "canonicalize-attention", "fold-causal-masks", "cleanup"],
+    # Exact rewrites only: fold, canonicalize attention, write Gemm-by-weight as the MatMul every
+    # later pass and the quantizer look for, turn run-time causal masks into is_causal, fold again.
+    "default": ["cleanup", "canonicalize-attention", "gemm-to-matmul", "fold-causal-masks", "cleanup"],
     # The export as is (for baselines and debugging).
     "none": [],
 }
