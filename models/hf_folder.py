@@ -1,4 +1,10 @@
-"""A local Hugging Face model folder (config.json + weights) as a ZooModel; never touches the hub."""
+"""A local Hugging Face model folder (config.json + weights) as a ZooModel; never touches the hub.
+
+The folder's own class (`config.architectures[0]`, e.g. `ViTForImageClassification`) is built when
+transformers has it and its output has `logits`, so a fine-tuned head ships with the artifact (and
+a classifier's readout lets `readout-prune` cut the last block); otherwise the base model's
+`last_hidden_state`.
+"""
 
 from __future__ import annotations
 
@@ -7,49 +13,65 @@ from pathlib import Path
 from edgeattn.models.zoo import InputSpec, ZooModel
 
 
+def _classes(cfg):
+    """The folder's task class first (if transformers has it), then the base AutoModel."""
+    import transformers
+
+    arch = (getattr(cfg, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    return ([cls] if cls is not None and not arch.endswith("Model") else []) + [transformers.AutoModel]
+
+
+def _build(cls, cfg, path: Path, has_weights: bool, attn_implementation: str | None):
+    import torch
+
+    if has_weights:
+        return cls.from_pretrained(str(path), local_files_only=True, attn_implementation=attn_implementation).eval()
+    torch.manual_seed(0)  # a config-only folder: the architecture with deterministic random weights
+    if cls.__name__ == "AutoModel":
+        return cls.from_config(cfg, attn_implementation=attn_implementation).eval()
+    return cls._from_config(cfg, attn_implementation=attn_implementation).eval()
+
+
 def build_from_folder(path: Path, seq: int = 128, attn_implementation: str | None = None) -> ZooModel:
     """`attn_implementation="eager"` builds the attention as explicit MatMul/Softmax ops: some
     models' SDPA path does not export (BEiT, Swin: a view of SDPA's output strides fails)."""
     import torch
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
     has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
-    if has_weights:
-        model = AutoModel.from_pretrained(str(path), local_files_only=True,
-                                          attn_implementation=attn_implementation).eval()
-        weights = f"from {path}"
-    else:  # a config-only folder: architecture with deterministic random weights
-        torch.manual_seed(0)
-        model = AutoModel.from_config(cfg, attn_implementation=attn_implementation).eval()
-        weights = "random init (seed 0): the folder has no weights"
-    if hasattr(model.config, "use_cache"):
-        model.config.use_cache = False
-
-    class Vision(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, pixel_values):
-            return self.inner(pixel_values=pixel_values).last_hidden_state
-
-    class Text(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    if getattr(cfg, "image_size", None) and getattr(cfg, "num_channels", None):
+    weights = f"from {path}" if has_weights else "random init (seed 0): the folder has no weights"
+    vision = bool(getattr(cfg, "image_size", None) and getattr(cfg, "num_channels", None))
+    if vision:
         n = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
         inputs = [InputSpec("pixel_values", "float32", ("batch", cfg.num_channels, n, n))]
-        wrapped = Vision(model).eval()
     else:
         vocab = getattr(cfg, "vocab_size", 1000)
         inputs = [InputSpec("input_ids", "int64", ("batch", seq), 0, vocab),
                   InputSpec("attention_mask", "int64", ("batch", seq), 1, 2)]
-        wrapped = Text(model).eval()
-    return ZooModel(path.name, wrapped, inputs, ["last_hidden_state"],
+
+    class Vision(torch.nn.Module):
+        def __init__(self, inner, field):
+            super().__init__()
+            self.inner, self.field = inner, field
+
+        def forward(self, pixel_values):
+            return getattr(self.inner(pixel_values=pixel_values), self.field)
+
+    class Text(Vision):
+        def forward(self, input_ids, attention_mask):
+            return getattr(self.inner(input_ids=input_ids, attention_mask=attention_mask), self.field)
+
+    probe = ZooModel(path.name, None, inputs, [], "", weights=weights).example_feeds(dims={"batch": 1})
+    for cls in _classes(cfg):
+        model = _build(cls, cfg, path, has_weights, attn_implementation)
+        if hasattr(model.config, "use_cache"):
+            model.config.use_cache = False
+        with torch.no_grad():
+            out = model(**{k: torch.from_numpy(v) for k, v in probe.items()})
+        field = "logits" if cls.__name__ != "AutoModel" else "last_hidden_state"
+        if getattr(out, field, None) is not None:
+            break  # a task head without `logits` (e.g. question answering): the base model instead
+    return ZooModel(path.name, (Vision if vision else Text)(model, field).eval(), inputs, [field],
                     f"{type(model).__name__} from {path}", weights=weights)

@@ -42,6 +42,24 @@ def test_hf_folder_compiles(tmp_path):
     assert [i["name"] for i in m["inputs"]] == ["input_ids", "attention_mask"]
 
 
+def test_hf_folder_with_a_task_head_ships_its_logits(tmp_path):
+    """A fine-tuned classifier folder exports with its head (not the bare backbone), so its
+    class-token readout lets readout-prune narrow the last block."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=120,
+                     num_labels=3)
+    BertForSequenceClassification(cfg).save_pretrained(tmp_path / "cls")
+    m = compile_model(str(tmp_path / "cls"), "ort", tmp_path / "art")
+    assert m["description"].startswith("BertForSequenceClassification")
+    assert m["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 3]}]
+    readout = next(p for p in m["passes"] if p["name"] == "readout-prune")["details"]
+    assert readout["attention_sites"] == 1 and readout["tokens_read"] == [1]
+    assert m["accuracy"]["max_abs_error"] <= 1e-4
+
+
 def test_hf_folder_whose_sdpa_does_not_export(tmp_path):
     """BEiT's SDPA path fails torch.onnx.export (a view of SDPA's output strides, torch 2.13); the
     folder is rebuilt with eager attention, whose relative-position bias becomes the mask input."""
