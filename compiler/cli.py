@@ -61,7 +61,7 @@ def _guard(fn):
 @app.command("compile")
 @_guard
 def compile_cmd(
-    model: str = typer.Argument(..., help="Zoo name (deit-small, deit-small@384, ...), an .onnx file, or a local HF folder."),
+    model: str = typer.Argument(..., help="Zoo name (deit-small, deit-small@384, ...), an .onnx file, or a local HF folder (FOLDER@N: a text model at N tokens)."),
     target: str = typer.Option("ort", "--target", "-t", help="Target backend (see `edgeattn targets`)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact directory (default: artifacts/MODEL-TARGET)."),
     pipeline: str = typer.Option("default", "--pipeline", "-p", help="Pass pipeline (see `edgeattn pipelines`)."),

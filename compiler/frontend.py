@@ -44,6 +44,11 @@ def load_source(spec: str, opset: int = DEFAULT_OPSET) -> Source:
         return _from_onnx_file(path)
     if path.is_dir():
         return _from_hf_folder(path, opset)
+    folder, _, size = spec.rpartition("@")
+    if folder and Path(folder).is_dir():  # a HF folder at another sequence length: folder@512
+        if not size.isdigit() or int(size) <= 0:
+            raise ModelInputError(f"bad size '@{size}' in '{spec}'", "use FOLDER@N with a positive integer, e.g. my_bert@384")
+        return _from_hf_folder(Path(folder), opset, int(size))
     if zoo.is_zoo_name(spec):
         zm = _build_zoo(spec)
         return Source(spec, export_torch(zm, opset), "zoo", zm, dict(zm.example_dims),
@@ -84,14 +89,14 @@ def _default_dims(model: ir.Model) -> dict[str, int]:
     return dims
 
 
-def _from_hf_folder(path: Path, opset: int) -> Source:
+def _from_hf_folder(path: Path, opset: int, seq: int | None = None) -> Source:
     if not (path / "config.json").exists():
         raise ModelInputError(f"{path} is a folder without config.json", "give a Hugging Face model folder or an .onnx file")
     from edgeattn.models.hf_folder import build_from_folder
 
     def build(impl=None):
         try:
-            return build_from_folder(path, attn_implementation=impl)
+            return build_from_folder(path, seq, attn_implementation=impl)
         except Exception as e:
             raise ModelInputError(f"cannot load the Hugging Face model in {path}: {e}") from None
 

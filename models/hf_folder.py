@@ -33,9 +33,11 @@ def _build(cls, cfg, path: Path, has_weights: bool, attn_implementation: str | N
     return cls._from_config(cfg, attn_implementation=attn_implementation).eval()
 
 
-def build_from_folder(path: Path, seq: int = 128, attn_implementation: str | None = None) -> ZooModel:
-    """`attn_implementation="eager"` builds the attention as explicit MatMul/Softmax ops: some
-    models' SDPA path does not export (BEiT, Swin: a view of SDPA's output strides fails)."""
+def build_from_folder(path: Path, seq: int | None = None, attn_implementation: str | None = None) -> ZooModel:
+    """`seq`: a text model's token count (default 128; at most its position table); vision
+    folders take their config's image size. `attn_implementation="eager"` builds the attention as
+    explicit MatMul/Softmax ops: some models' SDPA path does not export (BEiT, Swin: a view of
+    SDPA's output strides fails)."""
     import torch
     from transformers import AutoConfig
 
@@ -43,6 +45,13 @@ def build_from_folder(path: Path, seq: int = 128, attn_implementation: str | Non
     has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
     weights = f"from {path}" if has_weights else "random init (seed 0): the folder has no weights"
     vision = bool(getattr(cfg, "image_size", None) and getattr(cfg, "num_channels", None))
+    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if vision and seq is not None:
+        raise ValueError(f"@{seq} sets a text model's token count; this is a vision model "
+                         f"(image_size {cfg.image_size}): set image_size in its config.json instead")
+    if seq is not None and limit and seq > limit:
+        raise ValueError(f"@{seq} is longer than the model's {limit} positions: use @{limit} or less")
+    seq = seq or min(128, limit or 128)
     if vision:
         n = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
         inputs = [InputSpec("pixel_values", "float32", ("batch", cfg.num_channels, n, n))]

@@ -75,6 +75,16 @@ def test_hf_folder_whose_sdpa_does_not_export(tmp_path):
         assert m["attn_implementation"].startswith("eager (the default attention did not export")
 
 
+def test_hf_folder_at_another_sequence_length(tmp_path):
+    _save_tiny_bert(tmp_path / "bert")  # 512 positions
+    src = load_source(f"{tmp_path / 'bert'}@48")
+    assert [list(v.shape) for v in src.model.graph.inputs] == [["batch", 48], ["batch", 48]]
+    with pytest.raises(ModelInputError, match="longer than the model's 512 positions"):
+        load_source(f"{tmp_path / 'bert'}@1024")
+    with pytest.raises(ModelInputError, match="positive integer"):
+        load_source(f"{tmp_path / 'bert'}@long")
+
+
 def test_folder_without_config(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelInputError, match="without config.json"):
