@@ -136,7 +136,8 @@ class Emitter:
 
     def const(self, array) -> ir.Value:
         self._n += 1
-        value = ir.Value(name=f"{self.prefix}_c{self._n}", const_value=ir.tensor(np.asarray(array)))
+        t = ir.tensor(np.asarray(array))  # shape and type set now: later passes (FLOPs, narrowing) read them
+        value = ir.Value(name=f"{self.prefix}_c{self._n}", shape=ir.Shape(t.shape), type=ir.TensorType(t.dtype), const_value=t)
         self.model.graph.register_initializer(value)
         return value
 

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeattn import passes
+from edgeattn.compiler.flops import graph_flops
 from edgeattn.passes._linear import ort_unoptimized
 
 K, N, S = 8, 6, 5
@@ -50,8 +51,10 @@ def test_token_gemm_becomes_an_exact_matmul_on_the_tokens(trans_b, bias_shape):
     model = _gemm_model(trans_b, bias_shape)
     x = np.random.default_rng(1).standard_normal((2, S, K)).astype(np.float32)
     want = ort_unoptimized(model).run(None, {"x": x})[0]
+    flops = graph_flops(model)
     p = passes.create("gemm-to-matmul")
     p(model)
+    assert graph_flops(model) == flops == 2 * S * K * N  # counted on the pass's own weight, before any cleanup
     passes.create("cleanup")(model)
     ops = [n.op_type for n in model.graph]
     assert p.sites_changed == 1 and "Gemm" not in ops and ops.count("MatMul") == 1
