@@ -1,9 +1,9 @@
 """A local Hugging Face model folder (config.json + weights) as a ZooModel; never touches the hub.
 
 The folder's own class (`config.architectures[0]`, e.g. `ViTForImageClassification`) is built when
-transformers has it and its output has `logits`, so a fine-tuned head ships with the artifact (and
-a classifier's readout lets `readout-prune` cut the last block); otherwise the base model's
-`last_hidden_state`.
+transformers has it and its output has logits (`logits`; `start_logits` and `end_logits` for
+question answering), so a fine-tuned head ships with the artifact (and a classifier's readout lets
+`readout-prune` cut the last block); otherwise the base model's `last_hidden_state`.
 """
 
 from __future__ import annotations
@@ -61,16 +61,20 @@ def build_from_folder(path: Path, seq: int | None = None, attn_implementation: s
                   InputSpec("attention_mask", "int64", ("batch", seq), 1, 2)]
 
     class Vision(torch.nn.Module):
-        def __init__(self, inner, field):
+        def __init__(self, inner, fields):
             super().__init__()
-            self.inner, self.field = inner, field
+            self.inner, self.fields = inner, fields
+
+        def pick(self, out):
+            picked = tuple(getattr(out, f) for f in self.fields)
+            return picked[0] if len(picked) == 1 else picked
 
         def forward(self, pixel_values):
-            return getattr(self.inner(pixel_values=pixel_values), self.field)
+            return self.pick(self.inner(pixel_values=pixel_values))
 
     class Text(Vision):
         def forward(self, input_ids, attention_mask):
-            return getattr(self.inner(input_ids=input_ids, attention_mask=attention_mask), self.field)
+            return self.pick(self.inner(input_ids=input_ids, attention_mask=attention_mask))
 
     probe = ZooModel(path.name, None, inputs, [], "", weights=weights).example_feeds(dims={"batch": 1})
     for cls in _classes(cfg):
@@ -79,8 +83,11 @@ def build_from_folder(path: Path, seq: int | None = None, attn_implementation: s
             model.config.use_cache = False
         with torch.no_grad():
             out = model(**{k: torch.from_numpy(v) for k, v in probe.items()})
-        field = "logits" if cls.__name__ != "AutoModel" else "last_hidden_state"
-        if getattr(out, field, None) is not None:
-            break  # a task head without `logits` (e.g. question answering): the base model instead
-    return ZooModel(path.name, (Vision if vision else Text)(model, field).eval(), inputs, [field],
+        # a head's logits (question answering has start_logits and end_logits), else the hidden states
+        fields = [k for k, v in out.items() if k.endswith("logits") and torch.is_tensor(v)]
+        if cls.__name__ == "AutoModel":
+            fields = ["last_hidden_state"]
+        if fields:
+            break
+    return ZooModel(path.name, (Vision if vision else Text)(model, fields).eval(), inputs, fields,
                     f"{type(model).__name__} from {path}", weights=weights)

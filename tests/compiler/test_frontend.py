@@ -60,6 +60,18 @@ def test_hf_folder_with_a_task_head_ships_its_logits(tmp_path):
     assert m["accuracy"]["max_abs_error"] <= 1e-4
 
 
+def test_hf_folder_question_answering_head_has_two_outputs(tmp_path):
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=120)
+    BertForQuestionAnswering(cfg).save_pretrained(tmp_path / "qa")
+    src = load_source(f"{tmp_path / 'qa'}@32")
+    assert [v.name for v in src.model.graph.outputs] == ["start_logits", "end_logits"]
+    assert [list(v.shape) for v in src.model.graph.outputs] == [["batch", 32], ["batch", 32]]
+
+
 def test_hf_folder_whose_sdpa_does_not_export(tmp_path):
     """BEiT's SDPA path fails torch.onnx.export (a view of SDPA's output strides, torch 2.13); the
     folder is rebuilt with eager attention, whose relative-position bias becomes the mask input."""
