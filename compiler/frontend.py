@@ -42,10 +42,11 @@ def load_source(spec: str, opset: int = DEFAULT_OPSET) -> Source:
     path = Path(spec)
     if path.suffix == ".onnx" or (path.exists() and path.is_file()):
         return _from_onnx_file(path)
-    if path.is_dir():
+    # a directory named like a zoo model (an artifact written to ./deit-small) does not shadow the zoo
+    if path.is_dir() and ((path / "config.json").exists() or not zoo.is_zoo_name(spec)):
         return _from_hf_folder(path, opset)
     folder, _, size = spec.rpartition("@")
-    if folder and Path(folder).is_dir():  # a HF folder at another sequence length: folder@512
+    if folder and (Path(folder) / "config.json").exists():  # a HF folder at another sequence length: folder@512
         if not size.isdigit() or int(size) <= 0:
             raise ModelInputError(f"bad size '@{size}' in '{spec}'", "use FOLDER@N with a positive integer, e.g. my_bert@384")
         return _from_hf_folder(Path(folder), opset, int(size))
