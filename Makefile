@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-all bench bench-tvm bench-rewrites bench-int8 gpu-bundle clean
+.PHONY: install demo test test-all bench bench-tvm bench-rewrites bench-int8 bench-archs gpu-bundle clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,19 +41,24 @@ bench-tvm: install
 	$(VENV)/bin/edgeattn bench deit-small --targets ort,openvino,tvm --baselines -o bench/deit-small-tvm
 	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino,tvm --baselines -o bench/minilm-l6_512-tvm
 
-# Issue 4's table: each model exact vs the plan `--rewrite auto` finds inside its budget.
+# Issue 6's table: int8 under each model's budget against OpenVINO + NNCF.
 bench-int8: install
 	$(VENV)/bin/edgeattn bench digits-vit --targets ort,openvino --precision fp32,int8 --baselines --budget "top1-drop<=0.5" --calib-method auto -o bench/digits-vit-int8
 	$(VENV)/bin/edgeattn bench deit-small --targets ort,openvino --precision fp32,int8 --baselines --budget "cosine>=0.999" --calib-method auto -o bench/deit-small-int8
 	$(VENV)/bin/edgeattn bench minilm-l6@128 --targets ort,openvino --precision fp32,int8 --baselines --budget "embedding-cosine>=0.99,nn-agree>=0.97" --calib-method auto -o bench/minilm-l6_128-int8
 	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,int8 --baselines --budget "embedding-cosine>=0.99,nn-agree>=0.98" --calib-method auto -o bench/minilm-l6_512-int8
 
+# Issue 4's table: each model exact vs the plan `--rewrite auto` finds inside its budget.
 bench-rewrites: install
 	$(VENV)/bin/edgeattn bench digits-vit --targets ort,openvino --rewrite auto --budget "top1-drop<=0.5" --rounds 20 --runs 100 -o bench/digits-vit-auto
 	$(VENV)/bin/edgeattn bench digits-vit-hr --targets ort,openvino --rewrite auto --budget "top1-drop<=1" -o bench/digits-vit-hr-auto
 	$(VENV)/bin/edgeattn bench deit-small@384 --targets ort,openvino --rewrite auto --budget "cosine>=0.99" -o bench/deit-small_384-auto
 	$(VENV)/bin/edgeattn bench deit-small@512 --targets ort,openvino --rewrite auto --budget "cosine>=0.99" -o bench/deit-small_512-auto
 	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --rewrite auto:max_evals=30 --budget "embedding-cosine>=0.99,nn-agree>=0.98" -o bench/minilm-l6_512-auto
+
+# 16 Hugging Face architectures (config-only folders, random weights) through ORT and OpenVINO, fp32 and int8.
+bench-archs: install
+	$(PY) tests/benchmarks/arch_sweep.py --targets ort,openvino --precisions fp32,int8 --json bench/arch-sweep.json
 
 # Issue 3's GPU check, prepared here (no GPU needed): the tvm-cuda artifact and the tvm-ffi wheel for
 # the GPU machine's Python 3.12; there: sh scripts/gpu-check.sh .gpu/deit-fp16 --out results.json

@@ -96,6 +96,7 @@ def main() -> None:
                       f"{r['max_abs_error']:.1e}", f"{r['cosine']:.6f}", note)
     Console().print(table)
     if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(rows, indent=1))
 
 
