@@ -160,6 +160,10 @@ def quantize(exact: ir.Model, rule: QDQRule, budget: plan.Budget, measure: Calla
     record: dict = {"method": method, "calibration_batches": len(calibration), "budget": str(budget),
                     "rule": {"act_levels": rule.act_levels, "weight_max": rule.weight_max, "symmetric": rule.symmetric,
                              "note": rule.note}}
+    folded = passes.create("fold-weight-transpose")
+    folded(base)  # weights computed as Transpose(initializer) (GPT-2's tied lm_head) become quantizable
+    if folded.sites_changed:
+        record["weights_untransposed"] = folded.sites_changed
     if smooth > 0:
         record["smooth_quant"] = _exact_pass(base, "smooth-quant", calibration, say, alpha=smooth)
     nodes = quantizable(base, rule)

@@ -29,6 +29,7 @@ PASSES: dict[str, str] = {
     "pool": "edgeattn.passes.token_pooling:TokenPooling",
     "readout-prune": "edgeattn.passes.readout_prune:ReadoutPrune",
     "gemm-to-matmul": "edgeattn.passes.gemm_to_matmul:GemmToMatMul",
+    "fold-weight-transpose": "edgeattn.passes.fold_weight_transpose:FoldWeightTranspose",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -49,6 +50,7 @@ DESCRIPTIONS: dict[str, str] = {
     "pool": "token pooling: each k×k square of patch tokens → one size-weighted token after a layer's attention, one constant MatMul (approximate; settings layers, k, prop_attn)",
     "readout-prune": "ops after the last attention's K/V run only on the tokens the output reads (e.g. the class token), exact",
     "gemm-to-matmul": "Gemm by a constant weight → MatMul + Add on the unflattened (B, S, K) input (GPT-2's Conv1D), exact",
+    "fold-weight-transpose": "a MatMul weight computed as Transpose(initializer) → the transposed initializer (GPT-2's tied lm_head; run before int8), exact",
     "outlier-split": "LLM.int8()-style split: a MatMul's few outlier input channels go to a small float MatMul, exact (settings ratio, max_channels)",
 }
 
