@@ -10,8 +10,6 @@ import onnx_ir as ir
 
 
 def _dims(v: ir.Value | None, example: dict[str, int]) -> list[int] | None:
-    if v is not None and v.shape is None and v.const_value is not None:  # an initializer a pass added
-        return [int(d) for d in v.const_value.shape]
     if v is None or v.shape is None:
         return None
     out = []

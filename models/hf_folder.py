@@ -84,9 +84,8 @@ def build_from_folder(path: Path, seq: int | None = None, attn_implementation: s
         with torch.no_grad():
             out = model(**{k: torch.from_numpy(v) for k, v in probe.items()})
         # a head's logits (question answering has start_logits and end_logits), else the hidden states
-        fields = [k for k, v in out.items() if k.endswith("logits") and torch.is_tensor(v)]
-        if cls.__name__ == "AutoModel":
-            fields = ["last_hidden_state"]
+        fields = (["last_hidden_state"] if cls.__name__ == "AutoModel"
+                  else [k for k, v in out.items() if k.endswith("logits") and torch.is_tensor(v)])
         if fields:
             break
     return ZooModel(path.name, (Vision if vision else Text)(model, fields).eval(), inputs, fields,

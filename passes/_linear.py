@@ -35,7 +35,9 @@ def replace_const(model: ir.Model, node: ir.Node, idx: int, array: np.ndarray) -
     """A fresh initializer for node.inputs[idx] (the old one may be shared: exports deduplicate
     equal weights, e.g. every LayerNorm of a freshly initialised model)."""
     old = node.inputs[idx]
-    value = ir.Value(name=f"{old.name}_edit_{len(model.graph.initializers)}", const_value=ir.tensor(np.ascontiguousarray(array)))
+    t = ir.tensor(np.ascontiguousarray(array))  # with shape and type: FLOP counts and later passes read them
+    value = ir.Value(name=f"{old.name}_edit_{len(model.graph.initializers)}", shape=ir.Shape(t.shape),
+                     type=ir.TensorType(t.dtype), const_value=t)
     model.graph.register_initializer(value)
     node.replace_input_with(idx, value)
 

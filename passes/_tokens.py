@@ -42,7 +42,8 @@ class Block:
     branch: ir.Value | None = None  # the Add's input coming from the attention branch
 
 
-def _attr(node: ir.Node, name: str, default=None):
+def attr(node: ir.Node, name: str, default=None):
+    """An attribute's value, or `default` where the node does not set it."""
     a = node.attributes.get(name)
     return default if a is None else a.value
 
@@ -68,9 +69,9 @@ def block_reason(node: ir.Node, allowed_mask: ir.Value | None = None, head_share
     """Why a token-reducing rewrite cannot use this Attention site (None if it can);
     `allowed_mask`: a mask the rewrite knows how to carry (a verified key-padding mask);
     `head_shared_masks`: any mask that every head shares is fine (rewrites of heads, not tokens)."""
-    if _attr(node, "is_causal", 0):
+    if attr(node, "is_causal", 0):
         return "causal attention"
-    if not _attr(node, "q_num_heads"):
+    if not attr(node, "q_num_heads"):
         return "not the 3-D (folded) form"
     if len(node.inputs) > 4 and any(v is not None for v in node.inputs[4:]):
         return "has a KV cache"
@@ -103,7 +104,7 @@ def find_blocks(model: ir.Model, allowed_mask: ir.Value | None = None,
             continue
         residual, branch = found
         q = node.inputs[0]
-        blocks.append(Block(index, node, residual, int(_attr(node, "q_num_heads")), int(q.shape[1]),
+        blocks.append(Block(index, node, residual, int(attr(node, "q_num_heads")), int(q.shape[1]),
                             int(residual.outputs[0].shape[2]) if residual.outputs[0].shape else 0, branch))
     return blocks, skipped
 
@@ -112,7 +113,7 @@ def prefix_tokens(model: ir.Model, tokens: int) -> int:
     """Special tokens (class, distillation) placed before the patch tokens: the leading inputs of
     the embedding Concat(axis=1) that builds the `tokens`-long sequence; 0 if there is none."""
     for node in model.graph:
-        if node.op_type != "Concat" or _attr(node, "axis") not in (1, -2):
+        if node.op_type != "Concat" or attr(node, "axis") not in (1, -2):
             continue
         out = node.outputs[0]
         if out.shape is None or len(out.shape) != 3 or out.shape[1] != tokens:

@@ -31,12 +31,9 @@ from onnxscript.rewriter import pattern
 from onnxscript.rewriter._basics import MatchResult
 
 from edgeattn.passes._rules import failure_reasons
+from edgeattn.passes._tokens import attr
 from edgeattn.passes.fold_attention_heads import unfold_attention_heads
 
-
-def _attr(node: ir.Node, name: str, default):
-    a = node.attributes.get(name)
-    return default if a is None else a.value
 
 
 def _dim(value: ir.Value, i: int):
@@ -75,9 +72,9 @@ def unsupported_reason(node: ir.Node, graph: ir.Graph | ir.Function) -> str | No
     ranks = [len(v.shape) if v.shape is not None else None for v in (query, key, value)]
     if ranks != [4, 4, 4]:
         return f"attention operands are not 4-D (ranks q/k/v {ranks}); only (B,H,S,d) is decomposed"
-    if float(_attr(node, "softcap", 0.0)) != 0.0:
+    if float(attr(node, "softcap", 0.0)) != 0.0:
         return "softcap is set; not decomposed"
-    if _attr(node, "q_num_heads", None) is not None or _attr(node, "kv_num_heads", None) is not None:
+    if attr(node, "q_num_heads", None) is not None or attr(node, "kv_num_heads", None) is not None:
         return "q_num_heads/kv_num_heads set on 4-D inputs; not decomposed"
     hq, hk, hv = _dim(query, 1), _dim(key, 1), _dim(value, 1)
     if not (_same(hq, hk) and _same(hk, hv)):
@@ -85,7 +82,7 @@ def unsupported_reason(node: ir.Node, graph: ir.Graph | ir.Function) -> str | No
                 "grouped-query attention is not decomposed")
     if query.dtype not in _FLOAT_TYPES:
         return f"query dtype {query.dtype} is not a float type"
-    if _attr(node, "scale", None) is None and not isinstance(_dim(query, 3), int):
+    if attr(node, "scale", None) is None and not isinstance(_dim(query, 3), int):
         return "no scale attribute and the head dimension is symbolic"
     if mask is not None:
         if mask.shape is None or not 1 <= len(mask.shape) <= 4:
@@ -111,9 +108,9 @@ class AttentionDecomposeRule(pattern.RewriteRuleClassBase):
         reason = unsupported_reason(node, context.graph_or_function)
         if reason:
             return result.fail(reason)
-        scale = _attr(node, "scale", None)
+        scale = attr(node, "scale", None)
         self._scale = float(scale) if scale is not None else 1.0 / math.sqrt(_dim(query, 3))
-        self._causal = bool(_attr(node, "is_causal", 0))
+        self._causal = bool(attr(node, "is_causal", 0))
         self._mask = node.inputs[3] if len(node.inputs) > 3 else None
         return result
 

@@ -15,25 +15,21 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeattn.passes._linear import const
-from edgeattn.passes._tokens import Emitter, redirect_uses
+from edgeattn.passes._tokens import Emitter, attr, redirect_uses
 
-
-def _attr(node: ir.Node, name: str, default):
-    a = node.attributes.get(name)
-    return default if a is None else a.value
 
 
 def _weight(node: ir.Node) -> np.ndarray:
     """alpha · op(B), as the (K, N) right operand of a MatMul."""
     b = const(node.inputs[1])
-    return (b.T if _attr(node, "transB", 0) else b) * np.asarray(_attr(node, "alpha", 1.0), b.dtype)
+    return (b.T if attr(node, "transB", 0) else b) * np.asarray(attr(node, "alpha", 1.0), b.dtype)
 
 
 def _why_not(node: ir.Node) -> str | None:
     b = const(node.inputs[1])
     if b is None or b.ndim != 2:
         return "B is not a constant 2-D weight"
-    if _attr(node, "transA", 0):
+    if attr(node, "transA", 0):
         return "transA"
     c = node.inputs[2] if len(node.inputs) > 2 else None
     if c is not None and const(c) is None:
@@ -77,7 +73,7 @@ def _fixed_reshape(use) -> bool:
     if node.op_type != "Reshape" or use.idx != 0:
         return False
     target = const(node.inputs[1])
-    return target is not None and (bool(_attr(node, "allowzero", 0)) or not (target == 0).any())
+    return target is not None and (bool(attr(node, "allowzero", 0)) or not (target == 0).any())
 
 
 class GemmToMatMul(ir.passes.InPlacePass):
@@ -89,24 +85,24 @@ class GemmToMatMul(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         for node in [n for n in model.graph.all_nodes() if n.op_type == "Gemm" and n.domain in ("", "ai.onnx")]:
             why = _why_not(node)
-            x = None if why else _unflattened(node.inputs[0], _weight(node).shape[0], node, model)
+            w = None if why else _weight(node)
+            x = None if why else _unflattened(node.inputs[0], w.shape[0], node, model)
             if x is None:
                 self.details["skipped"].append({"node": node.name, "reason": why or "not a projection of flattened (B, S, K) tokens"})
                 continue
-            self._rewrite(model, node, x)
+            self._rewrite(model, node, x, w)
             self.sites_changed += 1
         self.details["rewritten"] = self.sites_changed
         return ir.passes.PassResult(model, modified=self.sites_changed > 0)
 
     @staticmethod
-    def _rewrite(model: ir.Model, node: ir.Node, x: ir.Value) -> None:
+    def _rewrite(model: ir.Model, node: ir.Node, x: ir.Value, w: np.ndarray) -> None:
         y = node.outputs[0]
-        w = _weight(node)
         c = node.inputs[2] if len(node.inputs) > 2 else None
         e = Emitter(model, f"{node.name or 'gemm'}_matmul")
         out = e.op("MatMul", x, e.const(np.ascontiguousarray(w)))
         if c is not None:
-            bias = const(c) * np.asarray(_attr(node, "beta", 1.0), w.dtype)
+            bias = const(c) * np.asarray(attr(node, "beta", 1.0), w.dtype)
             out = e.op("Add", out, e.const(np.ascontiguousarray(bias.reshape(bias.shape[-1:]) if bias.ndim == 2 else bias)))
         out.shape, out.dtype = ir.Shape([*x.shape[:-1], w.shape[1]]), y.dtype
         new_nodes = set(e.tape.nodes)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeattn.passes._tokens import Emitter
+from edgeattn.passes._tokens import Emitter, attr
 from edgeattn.passes.fold_attention_heads import FoldAttentionHeads
 
 UNARY = {"Abs", "Cast", "Ceil", "Clip", "Elu", "Erf", "Exp", "Floor", "Gelu", "HardSigmoid", "HardSwish", "Identity",
@@ -29,10 +29,6 @@ UNARY = {"Abs", "Cast", "Ceil", "Clip", "Elu", "Erf", "Exp", "Floor", "Gelu", "H
 BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu"}
 NORMS = {"LayerNormalization", "RMSNormalization"}
 
-
-def _attr(node: ir.Node, name: str, default=None):
-    a = node.attributes.get(name)
-    return default if a is None else a.value
 
 
 def _const(v: ir.Value | None) -> np.ndarray | None:
@@ -51,7 +47,7 @@ def _readout(node: ir.Node) -> np.ndarray | None:
     n = _tokens(node.inputs[0])
     if n is None:
         return None
-    if node.op_type == "Gather" and _attr(node, "axis", 0) in (1, -2):
+    if node.op_type == "Gather" and attr(node, "axis", 0) in (1, -2):
         idx = _const(node.inputs[1])
         return None if idx is None else np.where(idx < 0, idx + n, idx)
     if node.op_type == "Slice" and len(node.inputs) >= 4:
@@ -71,7 +67,7 @@ def _token_inputs(node: ir.Node, rows: tuple[int, ...]) -> list[tuple[int, tuple
     if n is None:
         return None
     ins = node.inputs
-    if node.op_type in UNARY or node.op_type in NORMS and _attr(node, "axis", -1) in (-1, 2):
+    if node.op_type in UNARY or node.op_type in NORMS and attr(node, "axis", -1) in (-1, 2):
         return [(0, rows)] if _tokens(ins[0]) == n else None
     if node.op_type in BINARY:
         carrying = []
@@ -96,7 +92,7 @@ def _token_inputs(node: ir.Node, rows: tuple[int, ...]) -> list[tuple[int, tuple
 def _attention_ok(node: ir.Node) -> bool:
     """Row i of this Attention depends on query i only: 3-D, not causal, no KV cache, and a mask
     (if any) that is static in its query axis."""
-    if not _attr(node, "q_num_heads") or _attr(node, "is_causal", 0) or len(node.outputs) > 1 and any(
+    if not attr(node, "q_num_heads") or attr(node, "is_causal", 0) or len(node.outputs) > 1 and any(
             o.uses() for o in node.outputs[1:]):
         return False
     if len(node.inputs) > 4 and any(v is not None for v in node.inputs[4:]):
