@@ -25,16 +25,19 @@ from edgeattn.kernels.tvm_cpu_rules import _try_vectorize
 NEG = -3.4028234663852886e38
 
 
-def geometry(lanes: int, dv: int) -> tuple[int, int, int]:
+def geometry(lanes: int, dv: int, registers: int = 32) -> tuple[int, int, int]:
     """(query rows per tile, score columns per tile, output columns per tile): 4 rows, 2-vector
-    score tiles, and output tiles of up to 32 floats (16 on 128-bit NEON) that divide the head dim.
+    score tiles, and output tiles that divide the head dim with at most half the vector registers
+    as accumulators and at most 32 floats (AVX-512 32, AVX2 16, NEON 16).
     Measured (2 threads, ms; deit's 6 heads × 197 × 64, minilm's 12 × 512 × 32 with a mask):
     AVX-512 (Zen 4) rows/score/output 4/32/32 0.46 and 2.99, 4/16/32 0.47 and 3.51, 4/32/64 0.74,
-    2/32/64 0.57, 6/32/32 0.50, 8/16/32 0.83 and 3.99; AVX2 (Zen 3, 200 rows) 4/16/32 0.66 and 6.0,
-    4/16/16 0.81 and 7.5, 2/16/32 0.73, 4/24/16 0.98, 8/16/16 1.13."""
-    most = 32 if lanes >= 8 else 4 * lanes
+    2/32/64 0.57, 6/32/32 0.50, 8/16/32 0.83 and 3.99 (all with a scalar exp, see attention_func);
+    AVX2 (Zen 3, vectorised exp) 4/16/16 0.57–0.70 and 5.1–5.4, 4/16/32 (16 accumulators on 16
+    registers) 0.67–0.71 and 5.7, 4/8/32 0.72 and 6.9, 6/16/16 4.7, 8/8/16 0.80 and 5.7."""
+    rows = 4
+    most = min(32, (registers // 2 // rows) * lanes)
     dcols = next((n * lanes for n in range(most // lanes, 0, -1) if dv % (n * lanes) == 0), dv)
-    return 4, 2 * lanes, dcols
+    return rows, 2 * lanes, dcols
 
 
 def _bias_reader(bias, skv: int, last_row: int):
@@ -75,11 +78,13 @@ def attention_func(q_shape, kt_cols: int, v_shape, bias_shape, dtype: str, rows:
 
     neg = tirx.const(NEG, dtype)
     r = te.reduce_axis((0, kt_cols), name="r")
-    m = te.compute((b_, h_, sp), lambda b, h, i: te.max(tirx.if_then_else(r < skv, logit(b, h, i, r), neg), axis=r), name="m")
+    # Select, not if_then_else: the condition depends on the vector lane, and TVM's vectoriser
+    # scalarises a whole loop around an if_then_else on a lane (the exp ran one float at a time).
+    m = te.compute((b_, h_, sp), lambda b, h, i: te.max(tirx.Select(r < skv, logit(b, h, i, r), neg), axis=r), name="m")
     diff = te.compute((b_, h_, sp, kt_cols), lambda b, h, i, j: logit(b, h, i, j) - m[b, h, i], name="diff")
     ex = topi.fast_exp(diff) if dtype == "float32" else topi.exp(diff)
     zero = tirx.const(0, dtype)
-    e = te.compute((b_, h_, sp, kt_cols), lambda b, h, i, j: tirx.if_then_else(j < skv, ex[b, h, i, j], zero), name="e")
+    e = te.compute((b_, h_, sp, kt_cols), lambda b, h, i, j: tirx.Select(j < skv, ex[b, h, i, j], zero), name="e")
     r2 = te.reduce_axis((0, kt_cols), name="r2")
     z = te.compute((b_, h_, sp), lambda b, h, i: te.sum(e[b, h, i, r2], axis=r2), name="z")
     r3 = te.reduce_axis((0, skv), name="r3")
@@ -96,9 +101,11 @@ def _tile(sch, block, cols: int, rows: int) -> None:
     sch.reorder(jo, kk, ii, ji)
     acc = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(acc, jo, preserve_unit_loops=True)
-    sch.decompose_reduction(block, kk)
-    sch.unroll(ii)
+    # Vectorise before decompose_reduction: after it, the update block shares its output with the
+    # init block and the check refuses the loop (LLVM then got a scalar loop of `cols` FMAs).
     _try_vectorize(sch, ji)
+    sch.unroll(ii)
+    sch.decompose_reduction(block, kk)
     _try_vectorize(sch, sch.get_loops(acc)[-1])
 
 
@@ -163,10 +170,10 @@ def fuse_attention(target):
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    from edgeattn.kernels.tvm_cpu_rules import _vector_lanes
+    from edgeattn.kernels.tvm_cpu_rules import _register_file
     from edgeattn.kernels.tvm_fast_math import rewrite_relax_functions
 
-    lanes = _vector_lanes(target)
+    registers, lanes = _register_file(target)
     kernels: dict = {}
 
     def op(expr, name):
@@ -210,7 +217,7 @@ def fuse_attention(target):
                 return call
             q, kt, v, bias = found
             qs, vs = _static(q), _static(v)
-            rows, cols, dcols = geometry(lanes, vs[3])
+            rows, cols, dcols = geometry(lanes, vs[3], registers)
             skv = vs[2]
             padded = -(-skv // cols) * cols
             if padded != skv:
