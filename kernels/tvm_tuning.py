@@ -21,6 +21,7 @@ Only imported by targets/tvm.py; tvm is imported lazily, inside functions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -324,6 +325,21 @@ class TuningMonitor(logging.Handler):
             lg.removeHandler(self)
 
 
+def _use_threads(n: int) -> None:
+    """Runner-worker initializer. TVM sizes a new process's thread pool at half the logical CPUs on
+    x86 (it assumes SMT), so on a 2-vCPU VM MetaSchedule's workers timed every candidate and every
+    default schedule on one thread while the artifact runs on two: records that parallelise badly
+    won those comparisons and then ran 1.1–1.8× slower than the defaults in the model."""
+    os.environ["TVM_NUM_THREADS"] = str(n)
+
+
+def local_runner(target):
+    """MetaSchedule's LocalRunner with its workers on the target's thread count (num-cores)."""
+    from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
+
+    return ms.runner.LocalRunner(timeout_sec=60, initializer=functools.partial(_use_threads, int(target.attrs["num-cores"])))
+
+
 def measure_defaults(task_mods: list, target, runner=None) -> list[float | None]:
     """Mean run seconds of each task kernel under the default schedules (kernels/tvm_cpu_rules.py),
     built and run by the same MetaSchedule builder and runner that measured the tuning records, so
@@ -345,7 +361,7 @@ def measure_defaults(task_mods: list, target, runner=None) -> list[float | None]
             inputs.append(ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(m["main"])))
             where.append(i)
     out: list[float | None] = [None] * len(task_mods)
-    runner = runner or ms.runner.LocalRunner(timeout_sec=60)
+    runner = runner or local_runner(target)
     for i, future in zip(where, runner.run(inputs)):
         r = future.result()
         if r.error_msg is None and r.run_secs:

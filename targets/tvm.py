@@ -224,14 +224,17 @@ def _count(options: dict, key: str, default: int) -> int:
     return v
 
 
-def _runner(options: dict):
-    """Measure candidates here, or (options["rpc"] = {"tracker": "HOST:PORT", "key": KEY}) on the
-    device behind a TVM RPC tracker: builds stay here, so the device must be the same CPU kind."""
+def _runner(options: dict, target):
+    """Measure candidates here (on the target's thread count), or (options["rpc"] = {"tracker":
+    "HOST:PORT", "key": KEY}) on the device behind a TVM RPC tracker: builds stay here, so the device
+    must be the same CPU kind."""
     from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
 
     rpc = options.get("rpc")
     if not rpc:
-        return ms.runner.LocalRunner(timeout_sec=60)
+        from edgeattn.kernels.tvm_tuning import local_runner  # noqa: PLC0415
+
+        return local_runner(target)
     from edgeattn.runtime.remote import parse_address  # noqa: PLC0415
 
     host, port = parse_address(rpc["tracker"])
@@ -282,7 +285,7 @@ def tune_relax_module(mod, target, options: dict) -> dict:
             with monitor.attached():
                 ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=trials,
                               num_trials_per_iter=per_iter, builder=tvm_tuning.make_builder(options.get("builder", "inprocess"), min(cores, per_iter)),
-                              runner=_runner(options), database=db,
+                              runner=_runner(options, target), database=db,
                               cost_model=tvm_tuning.cost_model(options.get("cost_model"), trials),
                               measure_callbacks=callbacks, task_scheduler="gradient")
             monitor.finish()

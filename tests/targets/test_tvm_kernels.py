@@ -71,6 +71,28 @@ def test_padded_gemm_with_fused_gelu_matches_numpy(m, k, n):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [48, 20])
+def test_gemv_gets_column_strips_not_a_packed_gemm(n):
+    """One token times a weight (the readout-pruned last block): the Matmul rule's GEMV path (no
+    padded rows, no packed copy of B, columns over the threads) with the bias + GELU epilogue."""
+    from math import erf
+
+    mod, w, b = _gemm_gelu(1, 24, n)
+    target = tvm_target.host_target()
+    fused = tvm_target._fused(mod, target)
+    (gemv,) = [f for gv, f in fused.functions_items() if "matmul" in gv.name_hint]
+    with target:
+        sch = rules.rules()[0].apply(gemv, target, False)
+    assert sch is not None  # the Matmul rule took it (dlight's Reduction rule ran it at 2 GFLOP/s)
+    text = sch.mod.script()
+    assert "T.parallel" in text and "_pad" not in text and "_global" not in text  # no padding, no packed B
+    vm = tvm.relax.VirtualMachine(tvm_target.compile_default(mod, target), tvm.cpu())
+    x = np.random.default_rng(2).standard_normal((1, 24)).astype(np.float32)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    y = x.astype(np.float64) @ w + b
+    np.testing.assert_allclose(got, y * 0.5 * (1 + np.vectorize(erf)(y / np.sqrt(2))), rtol=1e-5, atol=1e-5)
+
+
 def test_softmax_uses_fast_exp_and_matches_torch():
     import torch
     from tvm import relax

@@ -233,3 +233,15 @@ def test_records_slower_than_the_default_schedule_are_not_used(tuned, tmp_path):
     applied = m["backend_options"]["tuning"]["applied"]
     assert applied["records"] == 0 and applied["slower_than_default"] and m["backend_options"]["tuned"] is False
     assert m["accuracy"]["max_abs_error"] <= 1e-4
+
+
+def test_runner_workers_use_the_targets_threads():
+    """MetaSchedule's plain LocalRunner workers size TVM's pool at half the logical CPUs on x86 (one
+    thread on a 2-vCPU VM): records and defaults were timed on one thread for a two-thread artifact."""
+    host = tvm_target.host_target()
+    cores = int(host.attrs["num-cores"])
+    runner = tvm_tuning.local_runner(host)._inst
+    threads = runner.pool.submit(lambda: tvm.get_global_func("runtime.NumThreads")()).result()
+    assert threads == min(cores, os.cpu_count() or cores)
+    one = tvm.target.Target({"kind": "llvm", "mcpu": str(host.attrs["mcpu"]), "num-cores": 1})
+    assert tvm_tuning.local_runner(one)._inst.pool.submit(lambda: tvm.get_global_func("runtime.NumThreads")()).result() == 1
