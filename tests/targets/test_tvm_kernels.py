@@ -93,6 +93,34 @@ def test_gemv_gets_column_strips_not_a_packed_gemm(n):
     np.testing.assert_allclose(got, y * 0.5 * (1 + np.vectorize(erf)(y / np.sqrt(2))), rtol=1e-5, atol=1e-5)
 
 
+def test_layer_norm_reductions_are_vectorised_partial_sums():
+    """LayerNorm's mean and variance as `lanes` partial sums (rfactor) under one parallel row loop,
+    not one scalar add chain per row (0.09 → 0.02 ms for 198 × 384 on AVX2), and still exact."""
+    from tvm import relax
+    from tvm.script import relax as R
+
+    rng = np.random.default_rng(3)
+    g, b = rng.standard_normal(64).astype(np.float32), rng.standard_normal(64).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((1, 7, 64), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            o = bb.emit_output(bb.emit(relax.op.nn.layer_norm(x, relax.const(g), relax.const(b), axes=[-1])))
+        bb.emit_func_output(o)
+    mod, target = bb.get(), tvm_target.host_target()
+    (ln,) = [f for gv, f in tvm_target._fused(mod, target).functions_items() if "layer_norm" in gv.name_hint]
+    (rule,) = [r for r in rules.rules() if type(r).__name__ == "RowReductions"]
+    with target:
+        sch = rule.apply(ln, target, False)
+    text = sch.mod.script()
+    assert text.count("_rf") >= 2 and "T.parallel" in text  # mean and variance partials, rows in parallel
+    vm = tvm.relax.VirtualMachine(tvm_target.compile_default(mod, target), tvm.cpu())
+    xa = rng.standard_normal((1, 7, 64)).astype(np.float32) * 3 + 1
+    got = vm["main"](tvm.runtime.tensor(xa)).numpy()
+    ref = (xa - xa.mean(-1, keepdims=True)) / np.sqrt(xa.var(-1, keepdims=True) + 1e-5) * g + b
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_softmax_uses_fast_exp_and_matches_torch():
     import torch
     from tvm import relax
