@@ -301,15 +301,19 @@ def rules():
             if not reds or any(b.dom_kind() != "SR" for b in reds) or infos[-1].dom_kind() != "SS":
                 return None
             lanes = _vector_lanes(target)
-            width = _extent(sch, sch.get_loops(reds[0].block_rv)[-1])
-            if not width or width % lanes:
+            widths = [_extent(sch, sch.get_loops(b.block_rv)[-1]) for b in reds]
+            if any(not w or w % lanes for w in widths):
                 return None
             try:
-                for b in infos[:-1]:
-                    if b.is_injective():
-                        sch.compute_inline(b.block_rv)
-            except Exception:  # tvm's ScheduleError: e.g. a stage read by two reductions; keep it
-                pass
+                return self._schedule(sch, infos, reds, lanes)
+            except Exception:  # tvm's ScheduleError (e.g. a stage that will not inline): not this rule's
+                return None
+
+        @staticmethod
+        def _schedule(sch, infos, reds, lanes: int):
+            for b in infos[:-1]:
+                if b.is_injective():
+                    sch.compute_inline(b.block_rv)
             parts = []
             for b in reds:  # rfactor wants the reductions unmoved
                 r = sch.get_loops(b.block_rv)[-1]
