@@ -25,7 +25,7 @@ from edgeattn.kernels.tvm_cpu_rules import _try_vectorize
 NEG = -3.4028234663852886e38
 
 
-def geometry(lanes: int, dv: int, registers: int = 32) -> tuple[int, int, int]:
+def geometry(lanes: int, dv: int, registers: int) -> tuple[int, int, int]:
     """(query rows per tile, score columns per tile, output columns per tile): 4 rows, 2-vector
     score tiles, and output tiles that divide the head dim with at most half the vector registers
     as accumulators and at most 32 floats (AVX-512 32, AVX2 16, NEON 16).

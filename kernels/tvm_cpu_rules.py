@@ -133,11 +133,24 @@ def _b_operand(sch, block):
     return None
 
 
+def _inline_epilogue(sch, epilogue: list) -> list:
+    """One epilogue block, not a chain of full-size intermediates (unpad, +bias, GELU's parts) each
+    written and read back: all but the last are inlined into their consumers. Returns the blocks
+    left (any that would not inline, then the last)."""
+    kept = []
+    for b in epilogue[:-1]:
+        try:
+            sch.compute_inline(b)
+        except Exception:  # tvm's ScheduleError: keep it as a block of its own
+            kept.append(b)
+    return kept + epilogue[-1:]
+
+
 def _gemv(sch, block, epilogue: list, lanes: int):
     """One row times a [K, N] weight (the unit row loop normalised away: loops (..., j, k)), as with
     one token (deit-small's readout-pruned last block, its classifier): column strips of up to 4
     vectors over the threads, B read in place. Before, dlight's Reduction rule took these (its GEMV
-    rule wants B as [N, K]): 0.66–0.71 ms for 1×384×1536 (2 GFLOP/s); now ~0.05 ms."""
+    rule wants B as [N, K]): 0.66–0.71 ms for 1×384×1536 (2 GFLOP/s); now 0.09 (AVX2 VM)."""
     *outer, j, k = sch.get_loops(block)
     n = _extent(sch, j) or lanes
     cols = next((c * lanes for c in (4, 2, 1) if n % (c * lanes) == 0), lanes)
@@ -145,13 +158,8 @@ def _gemv(sch, block, epilogue: list, lanes: int):
     sch.reorder(*outer, jo, k, ji)
     local = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(local, jo, preserve_unit_loops=True)
-    for b in epilogue[:-1]:
-        try:
-            sch.compute_inline(b)
-        except Exception:  # tvm's ScheduleError: left as its own loop nest
-            pass
     tail = [local]
-    for b in epilogue[-1:]:
+    for b in _inline_epilogue(sch, epilogue):
         try:
             sch.reverse_compute_at(b, jo, preserve_unit_loops=True)
             tail.append(b)
@@ -215,15 +223,7 @@ def rules():
                     *outer, i, j, k = sch.get_loops(block)
                 except Exception:  # tvm's ScheduleError: stay ragged
                     pass
-            # One epilogue block, not a chain of full-size intermediates (unpad, +bias, GELU's parts)
-            # each written and read back: all but the last are inlined into their consumers.
-            kept = []
-            for b in epilogue[:-1]:
-                try:
-                    sch.compute_inline(b)
-                except Exception:  # tvm's ScheduleError: keep it as a block of its own
-                    kept.append(b)
-            epilogue = kept + epilogue[-1:]
+            epilogue = _inline_epilogue(sch, epilogue)
             io, ii = sch.split(i, [None, rows])
             jo, ji = sch.split(j, [None, cols])
             # Column strips outside row tiles: a thread walks down one strip of B across every row tile.
