@@ -226,7 +226,10 @@ def fuse_attention(target):
             key = (qs, padded, vs, bshape)
             if key not in kernels:
                 func = schedule(attention_func(qs, padded, vs, bshape, "float32", rows), lanes, rows, cols, dcols)
-                kernels[key] = self.builder_.add_func(func.with_attr("op_pattern", 8), "edgeattn_attention")
+                # no global_symbol ("main" from te): an exported symbol would keep the original alive
+                # beside the copies later module passes make (AttachAttrLayoutFreeBuffers)
+                func = func.without_attr("global_symbol").with_attr("op_pattern", 8)
+                kernels[key] = self.builder_.add_func(func, "edgeattn_attention")
             args = [q, kt, v] + ([bias] if bias is not None else [])
             return relax.call_tir(kernels[key], args, relax.TensorType((*qs[:3], vs[3]), "float32"))
 

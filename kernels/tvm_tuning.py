@@ -358,7 +358,9 @@ def measure_defaults(task_mods: list, target, runner=None) -> list[float | None]
     inputs, where = [], []
     for i, (m, b) in enumerate(zip(scheduled, built)):
         if b.error_msg is None:
-            inputs.append(ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(m["main"])))
+            # the arguments as built: a weight the schedule packs (its layout-rewrite block, removed by
+            # build_candidate as for the records) arrives packed, as FoldConstant leaves it in the model
+            inputs.append(ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_entry_func(m, remove_preproc=True)))
             where.append(i)
     out: list[float | None] = [None] * len(task_mods)
     runner = runner or local_runner(target)

@@ -176,8 +176,27 @@ def _fused(mod, target):
     with target, tvm.transform.PassContext(opt_level=3):
         seq = cpu.library_dispatch_passes(target) + _graph_kernels(target) + [
             relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
-            relax.transform.FuseOps(), relax.transform.FuseTIR()]
+            relax.transform.FuseOps(), relax.transform.FuseTIR()] + _layout_free()
         return tvm.transform.Sequential(seq)(mod)
+
+
+def _layout_free() -> list:
+    """Mark each kernel's constant (weight) parameters layout-free, so a schedule may choose their
+    layout (_weight_prepack). The pass leaves the unmarked originals behind: removed, so they are
+    neither compiled nor extracted as tasks of their own."""
+    from tvm import relax  # noqa: PLC0415
+
+    return [relax.transform.AttachAttrLayoutFreeBuffers(), relax.transform.DeadCodeElimination()]
+
+
+def _weight_prepack() -> list:
+    """Weight layouts chosen by the schedules (tuned records' RewriteLayout, kernels/tvm_cpu_rules.py's
+    GEMM strips), applied to the constant weights while compiling: the packing blocks split out of
+    each kernel into functions of their own, which FoldConstant then evaluates on the weights. The
+    artifact carries the packed weights and runs no packing."""
+    from tvm import relax  # noqa: PLC0415
+
+    return [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
 
 
 def compile_default(mod, target, database=None):
@@ -198,8 +217,9 @@ def compile_default(mod, target, database=None):
         with target:  # MetaScheduleApplyDatabase reads the target when it is constructed
             tuned = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)] if database is not None else []
             return tvm.transform.Sequential(
-                cpu.library_dispatch_passes(target) + _graph_kernels(target) + cpu.legalize_passes(target) + tuned + [apply_default_schedules()]
-                + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(m)
+                cpu.library_dispatch_passes(target) + _graph_kernels(target) + cpu.legalize_passes(target)
+                + _layout_free() + tuned + [apply_default_schedules()]
+                + _weight_prepack() + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))(m)
 
     with database if database is not None else contextlib.nullcontext():
         return tvm.compile(mod, target, relax_pipeline=pipeline)
