@@ -13,7 +13,7 @@ kernel, already scheduled, so dlight's rules and MetaSchedule leave it alone. k�
 up to whole vector tiles in Relax (fused with the transpose that already makes it); the padded
 columns are masked out of the softmax. Query rows run in whole row tiles: the last tile reads the
 last query row again for its extra rows, which are not stored. The buffer holds whole kv rows
-(4 × kv floats, twice): fine to a few thousand tokens; longer sequences would want an online
+(rows × kv floats, twice): fine to a few thousand tokens; longer sequences would want an online
 (flash-style) softmax over kv blocks, not done.
 """
 
@@ -26,16 +26,21 @@ NEG = -3.4028234663852886e38
 
 
 def geometry(lanes: int, dv: int, registers: int) -> tuple[int, int, int]:
-    """(query rows per tile, score columns per tile, output columns per tile): 4 rows, 2-vector
-    score tiles, and output tiles that divide the head dim with at most half the vector registers
-    as accumulators and at most 32 floats (AVX-512 32, AVX2 16, NEON 16).
+    """(query rows per tile, score columns per tile, output columns per tile): 2-vector score tiles;
+    6 query rows on a 16-register ISA (12 accumulators), 4 on 32 registers; output tiles that divide
+    the head dim, at most 32 floats, with their accumulators in registers - 4 (16 registers) or half
+    the registers (32): AVX2 6/16/16, AVX-512 4/32/32, NEON 4/8/16.
     Measured (2 threads, ms; deit's 6 heads × 197 × 64, minilm's 12 × 512 × 32 with a mask):
     AVX-512 (Zen 4) rows/score/output 4/32/32 0.46 and 2.99, 4/16/32 0.47 and 3.51, 4/32/64 0.74,
     2/32/64 0.57, 6/32/32 0.50, 8/16/32 0.83 and 3.99 (all with a scalar exp, see attention_func);
     AVX2 (Zen 3, vectorised exp) 4/16/16 0.57–0.70 and 5.1–5.4, 4/16/32 (16 accumulators on 16
-    registers) 0.67–0.71 and 5.7, 4/8/32 0.72 and 6.9, 6/16/16 4.7, 8/8/16 0.80 and 5.7."""
-    rows = 4
-    most = min(32, (registers // 2 // rows) * lanes)
+    registers) 0.67–0.71 and 5.7, 4/8/32 0.72 and 6.9, 8/8/16 0.80 and 5.7, 4/24/16 2.1 and 16 (spills).
+    6/16/16 against 4/16/16 on AVX2, interleaved in one process (session 15, best of 10–25 rounds):
+    deit 0.44 vs 0.51 and 0.58 vs 0.69, deit@384's 6 × 577 × 64 3.97 vs 4.96, minilm@128's
+    12 × 128 × 32 0.23 vs 0.28; minilm@512 level (4.47 vs 4.37, 4.70 vs 5.05, 5.57 vs 4.37)."""
+    rows = 6 if registers <= 16 else 4
+    budget = registers - 4 if registers <= 16 else registers // 2
+    most = min(32, (budget // rows) * lanes)
     dcols = next((n * lanes for n in range(most // lanes, 0, -1) if dv % (n * lanes) == 0), dv)
     return rows, 2 * lanes, dcols
 
