@@ -7,7 +7,9 @@ they left these graphs unchanged. These rules give every kernel a reasonable sch
 - `Matmul`: one reduction block over its last axis (A[..., i, k] · B[..., k, j], with elementwise
   producers and epilogues fused by FuseOps): a register tile sized to the ISA's register file
   (4×24 on AVX2) accumulated in a local buffer over k, the GEMM padded to whole tiles, the
-  epilogue applied on the tile's write-back, the outer tiles in parallel.
+  epilogue applied on the tile's write-back, the outer tiles in parallel; a constant B is packed
+  into column strips at compile time (`_prepack`).
+- `Transpose`: a layout change of the last axis (kᵀ): lanes × lanes tiles, vector reads.
 - `Injective`: elementwise/layout kernels: all loops fused, chunks of VEC lanes vectorised,
   the outer part in parallel.
 - reductions (softmax, LayerNorm) keep dlight's CPU `Reduction` rule; any other single reduction
