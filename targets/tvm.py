@@ -257,9 +257,12 @@ def _runner(options: dict, target):
         return local_runner(target)
     from edgeattn.runtime.remote import parse_address  # noqa: PLC0415
 
+    from edgeattn.kernels.tvm_tuning import cold_evaluator  # noqa: PLC0415
+
     host, port = parse_address(rpc["tracker"])
     return ms.runner.RPCRunner(ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=rpc["key"],
-                                                   session_timeout_sec=int(rpc.get("timeout_s", 60))))
+                                                   session_timeout_sec=int(rpc.get("timeout_s", 60))),
+                               evaluator_config=cold_evaluator())
 
 
 def tune_relax_module(mod, target, options: dict) -> dict:
@@ -328,6 +331,10 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
         raise ValueError(f"tvm precision {precision!r} is not supported — use one of {', '.join(PRECISIONS)}")
     target = host_target(options)
     trials = _count(options, "tune_trials", 0)
+    apply = options.get("apply_tuning", True)
+    if apply not in (True, False, "all"):
+        raise ValueError(f"tvm apply_tuning {apply!r} is unknown — use True (records that beat the default "
+                         "schedules, timed while compiling), 'all' (every record, untimed) or False")
     mod = import_relax(model)
     tuning = None
     if trials:
@@ -338,12 +345,16 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
     applied = {"records": 0}
     db_dir = tvm_tuning.database_dir(target_key(target), options)
     executable = None
-    if options.get("apply_tuning", True) and tvm_tuning.has_records(db_dir):
+    if apply and tvm_tuning.has_records(db_dir):
         db = tvm_tuning.open_database(db_dir)
         tasks = _tasks(mod, target)
-        better, beaten = _records_that_beat_the_defaults(db, tasks, target)
+        if apply == "all":  # e.g. records measured on a remote device, which this host cannot time
+            better, beaten = [t.dispatched[0] for t in tasks if tvm_tuning.best_record(db, t.dispatched[0])], []
+        else:
+            better, beaten = _records_that_beat_the_defaults(db, tasks, target)
         shipped = tvm_tuning.export_records(db, better, Path(workdir) / TUNING_DIR)
-        applied = {"records": shipped, "tasks": len(tasks), "database": str(db_dir), "slower_than_default": beaten}
+        applied = {"records": shipped, "tasks": len(tasks), "database": str(db_dir), "slower_than_default": beaten,
+                   "selection": "all" if apply == "all" else "faster than the default schedule, timed with cold weights"}
         if shipped:  # compiled from the shipped subset: tasks without a (better) record get the defaults
             executable = compile_default(mod, target, tvm_tuning.open_database(Path(workdir) / TUNING_DIR))
             payload["tuning_records"] = f"{TUNING_DIR}/{tvm_tuning.RECORDS}"
@@ -361,16 +372,15 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
 
 
 def _records_that_beat_the_defaults(db, tasks: list, target) -> tuple[list, list[str]]:
-    """Task modules whose best record ran faster than the default schedule (timed here the way
-    MetaSchedule's runner timed the record); a short tuning run can leave records that are slower."""
-    from edgeattn.kernels.tvm_tuning import best_record, measure_defaults  # noqa: PLC0415
+    """Task modules whose best record ran faster than the default schedule, both timed now, in one
+    batch, with cold weights (kernels/tvm_tuning.records_against_defaults); a short tuning run, or
+    one timed under other load, can leave records that are slower."""
+    from edgeattn.kernels.tvm_tuning import best_record, records_against_defaults  # noqa: PLC0415
 
-    found = [(t, r) for t in tasks if (r := best_record(db, t.dispatched[0])) is not None and r.run_secs]
-    defaults = measure_defaults([t.dispatched[0] for t, _ in found], target)
+    found = [t for t in tasks if best_record(db, t.dispatched[0]) is not None]
     better, beaten = [], []
-    for (t, rec), default in zip(found, defaults):
-        tuned = sum(float(x) for x in rec.run_secs) / len(rec.run_secs)
-        if default is None or tuned < default:
+    for t, (tuned, default) in zip(found, records_against_defaults(db, [t.dispatched[0] for t in found], target)):
+        if tuned is not None and (default is None or tuned < default):
             better.append(t.dispatched[0])
         else:
             beaten.append(t.task_name)

@@ -30,11 +30,15 @@ WORKLOADS = "tuning/database_workload.json"
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
-    """One tuning run (8 trials) of the tiny model into a temporary database; ~1 min on 2 cores."""
+    """One tuning run (8 trials) of the tiny model into a temporary database; ~1 min on 2 cores.
+    apply_tuning="all": the records of 8 trials on tiny kernels win or lose against the defaults by
+    noise, and these tests are about shipping them (the timed choice: the CLI test and
+    test_records_slower_than_the_default_schedule_are_not_used)."""
     root = tmp_path_factory.mktemp("tvm-tune")
     src = tiny_attention_onnx(root / "tiny.onnx")
     calls: list[tuple[int, int]] = []
-    opts = {"tune_trials": 8, "tuning_db": str(root / "db"), "progress": lambda d, t: calls.append((d, t))}
+    opts = {"tune_trials": 8, "tuning_db": str(root / "db"), "progress": lambda d, t: calls.append((d, t)),
+            "apply_tuning": "all"}
     m = compile_model(str(src), "tvm", root / "art", target_options=opts)
     return {"root": root, "src": src, "manifest": m, "calls": calls, "db": root / "db"}
 
@@ -142,7 +146,7 @@ def test_artifact_ships_records_and_still_matches(tuned):
 def test_second_compile_reuses_the_database(tuned):
     before = (tuned["db"] / tuned["manifest"]["backend_options"]["target_key"] / "database_tuning_record.json").read_bytes()
     m = compile_model(str(tuned["src"]), "tvm", tuned["root"] / "again",
-                      target_options={"tune_trials": 8, "tuning_db": str(tuned["db"])})
+                      target_options={"tune_trials": 8, "tuning_db": str(tuned["db"]), "apply_tuning": "all"})
     run = m["backend_options"]["tuning"]["run"]
     assert run["trials"] == 0 and run["tasks_tuned"] == 0 and run["tasks_reused"] == run["tasks"]
     assert run["records_found"] == run["tasks"]
@@ -150,7 +154,8 @@ def test_second_compile_reuses_the_database(tuned):
     key = m["backend_options"]["target_key"]
     assert (tuned["db"] / key / "database_tuning_record.json").read_bytes() == before
     # A plain compile (no tune_trials) applies the same records.
-    plain = compile_model(str(tuned["src"]), "tvm", tuned["root"] / "plain", target_options={"tuning_db": str(tuned["db"])})
+    plain = compile_model(str(tuned["src"]), "tvm", tuned["root"] / "plain",
+                          target_options={"tuning_db": str(tuned["db"]), "apply_tuning": "all"})
     assert plain["backend_options"]["tuned"] is True and "run" not in plain["backend_options"]["tuning"]
     assert RECORDS in plain["payload"].values()
 
@@ -216,23 +221,61 @@ def test_cli_compile_with_tune_trials_then_tune(tmp_path):
 
 
 @pytest.mark.slow
-def test_records_slower_than_the_default_schedule_are_not_used(tuned, tmp_path):
-    """A short tuning run can leave records slower than the default schedules: those stay out of
-    the build (measured by the same MetaSchedule runner), the rest is applied."""
-    key = tuned["manifest"]["backend_options"]["target_key"]
-    slow = tmp_path / "db" / key
-    slow.mkdir(parents=True)
-    (slow / tvm_tuning.WORKLOADS).write_text((tuned["db"] / key / tvm_tuning.WORKLOADS).read_text())
-    lines = []
-    for line in (tuned["db"] / key / tvm_tuning.RECORDS).read_text().splitlines():
-        rec = json.loads(line)
-        rec[1][1] = [10.0]  # every record "ran" 10 s: the defaults beat them all
-        lines.append(json.dumps(rec))
-    (slow / tvm_tuning.RECORDS).write_text("\n".join(lines) + "\n")
-    m = compile_model(str(tuned["src"]), "tvm", tmp_path / "art", target_options={"tuning_db": str(tmp_path / "db")})
+def test_records_slower_than_the_default_schedule_are_not_used(tuned, tmp_path, monkeypatch):
+    """Each record is timed against its default schedule while compiling (records_against_defaults,
+    one batch): those slower stay out of the build, the rest is applied; a record that cannot be
+    timed stays out too."""
+    timed: list[int] = []
+
+    def records_slow(mods, target, runner=None):  # (record, default) pairs in order: records 10 s
+        timed.append(len(mods))
+        return [10.0 if n % 2 == 0 else 1e-3 for n in range(len(mods))]
+
+    monkeypatch.setattr(tvm_tuning, "measure_kernels", records_slow)
+    m = compile_model(str(tuned["src"]), "tvm", tmp_path / "slow", target_options={"tuning_db": str(tuned["db"])})
     applied = m["backend_options"]["tuning"]["applied"]
+    assert timed and timed[0] == 2 * len(applied["slower_than_default"])  # every record beside its default
     assert applied["records"] == 0 and applied["slower_than_default"] and m["backend_options"]["tuned"] is False
     assert m["accuracy"]["max_abs_error"] <= 1e-4
+
+    monkeypatch.setattr(tvm_tuning, "measure_kernels", lambda mods, target, runner=None:
+                        [1e-3 if n % 2 == 0 else 10.0 for n in range(len(mods))])
+    m = compile_model(str(tuned["src"]), "tvm", tmp_path / "fast", target_options={"tuning_db": str(tuned["db"])})
+    applied = m["backend_options"]["tuning"]["applied"]
+    assert applied["records"] >= 1 and not applied["slower_than_default"] and m["backend_options"]["tuned"] is True
+    assert m["accuracy"]["max_abs_error"] <= 1e-4
+
+
+def test_unknown_apply_tuning_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="apply_tuning"):
+        compile_model(str(tiny_attention_onnx(tmp_path / "t.onnx")), "tvm", tmp_path / "a",
+                      target_options={"apply_tuning": "some", "tuning_db": str(tmp_path / "db")})
+    assert not (tmp_path / "a").exists()
+
+
+def test_kernels_are_timed_with_cold_weights_in_one_batch():
+    """The runner flushes the weights before every run (the model reads them from memory, not from
+    a cache a 100 ms rerun loop keeps warm); a task without a record is timed alone, beside nothing."""
+    from tvm.s_tir import meta_schedule as ms
+
+    host = tvm_target.host_target()
+    cfg = tvm_tuning.cold_evaluator()
+    assert cfg.enable_cpu_cache_flush and cfg.number == 1 and cfg.repeat == tvm_tuning.COLD_REPEATS
+    assert tvm_tuning.local_runner(host).evaluator_config == cfg
+    from tvm import relax
+    from tvm.script import relax as R
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((8, 16), "float32"))
+    w = np.random.default_rng(0).standard_normal((16, 24)).astype(np.float32)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            o = bb.emit_output(bb.emit(relax.op.matmul(x, relax.const(w))))
+        bb.emit_func_output(o)
+    (task,) = tvm_target._tasks(bb.get(), host)
+    empty = ms.database.MemoryDatabase()
+    ((record, default),) = tvm_tuning.records_against_defaults(empty, [task.dispatched[0]], host)
+    assert record is None and default is not None and 0 < default < 1
 
 
 def test_runner_workers_use_the_targets_threads():
