@@ -335,10 +335,10 @@ def _use_threads(n: int) -> None:
 
 # Candidates are timed the way the model runs them: weights cold. A model's weights (87 MB for
 # deit-small) do not stay in cache between its kernels, but MetaSchedule's default evaluator reruns a
-# kernel for 100 ms with everything hot. Timed hot, deit-small's tuned fc2 beat the default (1.58
-# against 1.71 ms) and then ran 1.2x slower in the model; timed with the weights flushed it was
-# 2.65 against 1.32 ms. So every run starts with the non-input arguments flushed
-# (enable_cpu_cache_flush: all but the first argument), one run per repeat.
+# kernel for 100 ms with everything hot. deit-small's tuned fc2 against the default schedule, timed
+# together: hot 1.98 vs 1.71 ms, weights flushed 2.65 vs 1.32, in the model ~1.8 vs ~1.55 a call;
+# qkv 0.51 vs 0.38 hot, 0.89 vs 0.64 flushed. So every run starts with the non-input arguments
+# flushed (enable_cpu_cache_flush: all but the first argument), one run per repeat.
 COLD_REPEATS = 10
 
 
