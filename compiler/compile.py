@@ -18,6 +18,7 @@ from edgeattn.compiler.calib import check_calibration
 from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.frontend import Source, load_source
+from edgeattn.compiler.index_bounds import index_bounds
 from edgeattn.compiler.pipeline import attention_summary, run_pipeline
 from edgeattn.runtime import artifact
 from edgeattn.runtime.spec import TensorSpec
@@ -126,6 +127,8 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
         manifest["quantization"] = quant_record
     if src.zoo_model is not None:
         manifest["input_ranges"] = {s.name: [s.low, s.high] for s in src.zoo_model.inputs if not s.dtype.startswith("float")}
+    if bounds := index_bounds(src.model):
+        manifest["index_bounds"] = bounds
     with tempfile.TemporaryDirectory(prefix="edgeattn-build-") as tmp:
         work = Path(tmp)
         say(f"build for {target}")

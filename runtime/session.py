@@ -9,7 +9,7 @@ import numpy as np
 from .artifact import verify_artifact
 from .backends import get_backend
 from .errors import ArtifactError, InputError
-from .spec import TensorSpec, validate_feeds
+from .spec import TensorSpec, check_index_bounds, validate_feeds
 
 
 def _specs(manifest: dict, key: str) -> list[TensorSpec]:
@@ -44,7 +44,9 @@ class Session:
         handle = self._handle
         if handle is None:
             raise InputError("session is closed", "load the artifact again with edgeattn.runtime.load")
-        outs = handle.run(validate_feeds(self.inputs, feeds))
+        arrays = validate_feeds(self.inputs, feeds)
+        check_index_bounds(self.manifest.get("index_bounds"), arrays)
+        outs = handle.run(arrays)
         return dict(zip(self.output_names, outs))
 
     def example_feeds(self, seed: int = 0) -> dict[str, np.ndarray]:

@@ -83,3 +83,19 @@ def validate_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, Any]) -> dic
                                      f"give every input the same {dim} size")
         out[spec.name] = arr
     return out
+
+
+def check_index_bounds(bounds: Mapping[str, Sequence[int]] | None, feeds: Mapping[str, np.ndarray]) -> None:
+    """Integer inputs that index a table (manifest["index_bounds"], compiler/index_bounds.py) must
+    hold values inside it: out of range, ORT refuses the run and TVM's compiled gather reads out of
+    bounds (a segfault), so every backend gets this one error first."""
+    for name, (lo, hi) in (bounds or {}).items():
+        arr = feeds.get(name)
+        if arr is None or arr.size == 0:
+            continue
+        low, high = int(arr.min()), int(arr.max())
+        if low < lo or high > hi:
+            bad = high if high > hi else low
+            raise InputError(f"input {name!r} holds {bad}, outside [{lo}, {hi}]: it indexes a table of {hi + 1} rows "
+                             "(e.g. token ids into the embeddings)",
+                             f"pass values in [0, {hi}] (e.g. ids from the model's own tokenizer)")
