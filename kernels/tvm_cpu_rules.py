@@ -215,6 +215,15 @@ def _inline(sch, infos) -> bool:
     return True
 
 
+def _injective_blocks(func, target):
+    """(schedule, block infos) of an all-elementwise/layout kernel with its producers inlined into
+    the last block, else (None, None)."""
+    sch, infos = _blocks(func, target)
+    if not infos or not all(b.is_injective() for b in infos) or not _inline(sch, infos[:-1]):
+        return None, None
+    return sch, infos
+
+
 def rules():
     """The rules, in the order dlight tries them."""
     from tvm.s_tir.dlight import cpu as dl_cpu
@@ -295,10 +304,8 @@ def rules():
 
     class Injective(ScheduleRule):
         def apply(self, func, target, _tunable):
-            sch, infos = _blocks(func, target)
-            if not infos or not all(b.is_injective() for b in infos) or not _inline(sch, infos[:-1]):
-                return None
-            if not sch.get_loops(infos[-1].block_rv):
+            sch, infos = _injective_blocks(func, target)
+            if not infos or not sch.get_loops(infos[-1].block_rv):
                 return None
             _parallel_vectorized(sch, infos[-1].block_rv, _vector_lanes(target))
             return sch
@@ -311,8 +318,8 @@ def rules():
         input's contiguous axis for each of `lanes` output columns (unrolled): 22 µs."""
 
         def apply(self, func, target, _tunable):
-            sch, infos = _blocks(func, target)
-            if not infos or not all(b.is_injective() for b in infos) or not _inline(sch, infos[:-1]):
+            sch, infos = _injective_blocks(func, target)
+            if not infos:
                 return None
             info, lanes = infos[-1], _vector_lanes(target)
             blk = sch.get(info.block_rv)

@@ -29,6 +29,7 @@ class Session:
         self.manifest = manifest
         self.inputs = _specs(manifest, "inputs")
         self.outputs = _specs(manifest, "outputs")
+        self._index_bounds = manifest.get("index_bounds") or {}
         if not self.inputs:
             raise ArtifactError(f"manifest of {self.path} declares no inputs", "recompile with edgeattn compile")
         self._requested_threads = threads
@@ -45,7 +46,7 @@ class Session:
         if handle is None:
             raise InputError("session is closed", "load the artifact again with edgeattn.runtime.load")
         arrays = validate_feeds(self.inputs, feeds)
-        check_index_bounds(self.manifest.get("index_bounds"), arrays)
+        check_index_bounds(self._index_bounds, arrays)
         outs = handle.run(arrays)
         return dict(zip(self.output_names, outs))
 

@@ -250,14 +250,12 @@ def _runner(options: dict, target):
     must be the same CPU kind."""
     from tvm.s_tir import meta_schedule as ms  # noqa: PLC0415
 
+    from edgeattn.kernels.tvm_tuning import cold_evaluator, local_runner  # noqa: PLC0415
+
     rpc = options.get("rpc")
     if not rpc:
-        from edgeattn.kernels.tvm_tuning import local_runner  # noqa: PLC0415
-
         return local_runner(target)
     from edgeattn.runtime.remote import parse_address  # noqa: PLC0415
-
-    from edgeattn.kernels.tvm_tuning import cold_evaluator  # noqa: PLC0415
 
     host, port = parse_address(rpc["tracker"])
     return ms.runner.RPCRunner(ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=rpc["key"],
@@ -349,7 +347,7 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
         db = tvm_tuning.open_database(db_dir)
         tasks = _tasks(mod, target)
         if apply == "all":  # e.g. records measured on a remote device, which this host cannot time
-            better, beaten = [t.dispatched[0] for t in tasks if tvm_tuning.best_record(db, t.dispatched[0])], []
+            better, beaten = [t.dispatched[0] for t in tasks], []  # export_records skips tasks without one
         else:
             better, beaten = _records_that_beat_the_defaults(db, tasks, target)
         shipped = tvm_tuning.export_records(db, better, Path(workdir) / TUNING_DIR)
