@@ -148,7 +148,10 @@ class _quiet:
 
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        from edgeattn.passes.cleanup import quiet_folder
+
         logging.getLogger("torch").setLevel(logging.ERROR)
+        quiet_folder()
         return self
 
     def __exit__(self, *exc):

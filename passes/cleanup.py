@@ -14,8 +14,13 @@ FOLD_OUTPUT_LIMIT = 1 << 22
 
 # onnxscript's folder (here, and inside the rewriter and the exporter) tries onnx's reference ops
 # on shape subgraphs and logs each one that cannot run ("Evaluation failed"); those nodes simply
-# stay unfolded, so the warnings are noise on our users' terminals.
-logging.getLogger("onnxscript.optimizer._constant_folding").setLevel(logging.ERROR)
+# stay unfolded, so the warnings are noise on our users' terminals. The exporter runs the folder
+# too, before any pass of ours is imported: frontend calls this as well.
+def quiet_folder() -> None:
+    logging.getLogger("onnxscript.optimizer._constant_folding").setLevel(logging.ERROR)
+
+
+quiet_folder()
 
 
 class Cleanup(ir.passes.InPlacePass):

@@ -159,12 +159,39 @@ TUNABLE = True
 
 
 def _graph_kernels(target) -> list:
-    """Relax passes before LegalizeOps: attention chains into one fused kernel
+    """Relax passes before LegalizeOps: gathers that cannot read out of bounds, attention chains into one fused kernel
     (kernels/tvm_attention.py), then vectorisable GELU/softmax/exp (kernels/tvm_fast_math.py)."""
     from edgeattn.kernels.tvm_attention import fuse_attention  # noqa: PLC0415
     from edgeattn.kernels.tvm_fast_math import fast_math  # noqa: PLC0415
 
-    return [fuse_attention(target), fast_math()]
+    return [_clamped_take(), fuse_attention(target), fast_math()]
+
+
+def _clamped_take():
+    """Relax pass: every `take` (ONNX Gather) in clip mode instead of the frontend's fast mode, which
+    reads out of bounds on a bad index (a segfault on a token id past the vocabulary) and warns so at
+    every compile. The runtime refuses such feeds first (runtime.spec.check_index_bounds); this keeps
+    model.so safe where it is called without our runtime. The frontend has already made negative
+    indices positive, so in-range results are unchanged; the clamp costs two compares per index."""
+    import tvm  # noqa: PLC0415
+    from tvm import relax  # noqa: PLC0415
+    from tvm.relax.expr_functor import PyExprMutator, mutator  # noqa: PLC0415
+
+    from edgeattn.kernels.tvm_fast_math import rewrite_relax_functions  # noqa: PLC0415
+
+    @mutator
+    class _Clip(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", None) != "relax.take" or call.attrs.mode != "fast":
+                return call
+            return relax.op.take(call.args[0], call.args[1], call.attrs.axis, mode="clip")
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgeattnClampedTake")
+    def _pass(mod, _ctx):
+        return rewrite_relax_functions(mod, _Clip(mod))
+
+    return _pass
 
 
 def _fused(mod, target):
