@@ -56,9 +56,9 @@ bench-rewrites: install
 	$(VENV)/bin/edgeattn bench deit-small@512 --targets ort,openvino --rewrite auto --budget "cosine>=0.99" -o bench/deit-small_512-auto
 	$(VENV)/bin/edgeattn bench minilm-l6@512 --targets ort,openvino --rewrite auto:max_evals=30 --budget "embedding-cosine>=0.99,nn-agree>=0.98" -o bench/minilm-l6_512-auto
 
-# 16 Hugging Face architectures (config-only folders, random weights) through ORT and OpenVINO, fp32 and int8.
+# 16 Hugging Face architectures (config-only folders, random weights) through ORT and OpenVINO (fp32 and int8) and TVM (fp32).
 bench-archs: install
-	$(PY) tests/benchmarks/arch_sweep.py --targets ort,openvino --precisions fp32,int8 --json bench/arch-sweep.json
+	$(PY) tests/benchmarks/arch_sweep.py --targets ort,openvino,tvm --precisions fp32,int8 --json bench/arch-sweep.json
 
 # Issue 3's GPU check, prepared here (no GPU needed): the tvm-cuda artifact and the tvm-ffi wheel for
 # the GPU machine's Python 3.12; there: sh scripts/gpu-check.sh .gpu/deit-fp16 --out results.json

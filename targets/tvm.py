@@ -223,7 +223,41 @@ def _weight_prepack() -> list:
     artifact carries the packed weights and runs no packing."""
     from tvm import relax  # noqa: PLC0415
 
-    return [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+    return [_split_layout_rewrite_preproc(), relax.transform.FoldConstant()]
+
+
+def _packs_weights(func) -> bool:
+    """Whether a PrimFunc's root holds a layout-rewrite (weight packing) block."""
+    from tvm import s_tir  # noqa: PLC0415
+
+    from edgeattn.kernels.tvm_cpu_rules import PREPACK  # noqa: PLC0415
+
+    try:
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    except Exception:  # no block named root (cumsum's hand-written IR): nothing packed there
+        return False
+    return any(PREPACK in sch.get(b).annotations for b in blocks)
+
+
+def _split_layout_rewrite_preproc():
+    """relax's SplitLayoutRewritePreproc, shown only the kernels that pack weights: it visits every
+    PrimFunc and stops on one whose body is not a root block of blocks (TOPI's cumsum, in RoBERTa's
+    position ids: "There should be a compute block if there is only one subtree under the root").
+    The others are taken out for the pass and put back after it."""
+    import tvm  # noqa: PLC0415
+    from tvm import relax, tirx  # noqa: PLC0415
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgeattnSplitLayoutRewritePreproc")
+    def _pass(mod, _ctx):
+        aside = {gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc) and not _packs_weights(f)}
+        shown = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv not in aside}, attrs=mod.attrs)
+        out = relax.transform.SplitLayoutRewritePreproc()(shown)
+        for gv, f in aside.items():
+            out.update_func(gv, f)
+        return out
+
+    return _pass
 
 
 def compile_default(mod, target, database=None):

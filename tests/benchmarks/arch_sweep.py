@@ -2,7 +2,7 @@
 each target and precision, and print which attention sites were canonicalized and how far each
 artifact is from torch — what a user handing us "a model" meets before any rewrite.
 
-    python tests/benchmarks/arch_sweep.py --targets ort,openvino --precisions fp32,int8 --json out.json
+    python tests/benchmarks/arch_sweep.py --targets ort,openvino,tvm --precisions fp32,int8 --json out.json
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ def _row(arch: str, target: str, precision: str, root: Path) -> dict:
                           target_options={"precision": precision})
     except EdgeAttnError as e:
         return {**row, "error": str(e)}
+    except Exception as e:  # a crash is a finding too: record it and go on with the sweep
+        return {**row, "error": f"CRASH {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"}
     att, acc = m["attention"], m["accuracy"]
     return {**row, "sites": att["sites"], "canonicalized": att["canonicalized"],
             "max_abs_error": acc.get("max_abs_error"), "cosine": acc.get("cosine"),
@@ -76,7 +78,11 @@ def main() -> None:
     unknown = [x for x in archs if x not in ARCHS]
     if unknown:
         raise SystemExit(f"unknown architecture {', '.join(unknown)} — choose from {', '.join(ARCHS)}")
-    jobs = [(x, t, p) for x in archs for t in a.targets.split(",") for p in a.precisions.split(",")]
+    from edgeattn import targets
+
+    # only the precisions each target builds (tvm: fp32)
+    jobs = [(x, t, p) for x in archs for t in a.targets.split(",") for p in a.precisions.split(",")
+            if p in getattr(targets.get(t), "PRECISIONS", (p,))]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for x in archs:

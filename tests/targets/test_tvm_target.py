@@ -200,3 +200,30 @@ def test_ragged_gemm_is_padded_to_whole_tiles_and_stays_exact(tmp_path):
     a, b = rng.standard_normal((1, 3, 37, 16)).astype(np.float32), rng.standard_normal((1, 3, 16, 37)).astype(np.float32)
     vm = tvm.relax.VirtualMachine(tvm_target.compile_default(mod, target), tvm.cpu())
     np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy(), a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_cumsum_beside_a_packed_weight_compiles_and_stays_exact():
+    """RoBERTa's position ids (a CumSum, TOPI's hand-written IR without a root block of blocks) in
+    the same module as a GEMM whose constant weight is packed at compile time: relax's
+    SplitLayoutRewritePreproc stopped on the cumsum (found by the architecture sweep)."""
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 48)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("CumSum", ["ids", "axis"], ["pos"]), helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 12]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 12, 16])],
+        [helper.make_tensor_value_info("pos", TensorProto.INT64, [1, 12]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 12, 48])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(1, np.int64), "axis")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    mod, target = tvm_target.import_relax(ir.from_proto(m)), tvm_target.host_target()
+    ids, x = rng.integers(0, 2, (1, 12)).astype(np.int64), rng.standard_normal((1, 12, 16)).astype(np.float32)
+    ex = tvm_target.compile_default(mod, target)
+    assert "_prepacked" in ex.stats()  # the weight was packed while compiling
+    pos, y = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(ids), tvm.runtime.tensor(x))
+    np.testing.assert_array_equal(pos.numpy(), np.cumsum(ids, axis=1))
+    np.testing.assert_allclose(y.numpy(), x @ w, rtol=1e-5, atol=1e-5)
