@@ -124,6 +124,14 @@ def _rows_parallel(sch, block, lanes: int) -> None:
         sch.vectorize(sch.split(last, [None, lanes])[1])
 
 
+def _numel(sch, block) -> int:
+    """Elements a block writes (its output buffer's size)."""
+    n = 1
+    for d in sch.get(block).writes[0].source.shape:
+        n *= int(d)
+    return n
+
+
 def _b_operand(sch, block):
     """Index of the update block's read buffer indexed [..., k, j] (B), else None."""
     blk = sch.get(block)
@@ -251,6 +259,7 @@ def rules():
             if gemv:
                 return _gemv(sch, block, epilogue, lanes)
             *outer, i, j, k = sch.get_loops(block)
+            produced = _numel(sch, block)
             (rows, cols), pad_m, pad_n = _pick_tile(self.TILES or _tiles(target), _extent(sch, i), _extent(sch, j))
             if pad_m or pad_n:
                 # A ragged tile edge keeps the tile's rows scalar (the predicate blocks vectorising):
@@ -265,6 +274,10 @@ def rules():
                 except Exception:  # tvm's ScheduleError: stay ragged
                     pass
             epilogue = _inline_epilogue(sch, epilogue)
+            # An epilogue that writes more than the GEMM produces (ToMe's size column: x padded
+            # from 32 to 33 columns with ones) cannot run on the tile: reverse_compute_at covers
+            # only what the tile produced, and the extra column was never written (NaN out).
+            own_loops = pad_n or any(_numel(sch, b) > produced for b in epilogue)
             io, ii = sch.split(i, [None, rows])
             jo, ji = sch.split(j, [None, cols])
             # Column strips outside row tiles: a thread walks down one strip of B across every row tile.
@@ -272,7 +285,7 @@ def rules():
             local = sch.cache_write(block, 0, "local")
             sch.reverse_compute_at(local, io, preserve_unit_loops=True)
             tail = [local]
-            if pad_n:  # a ragged column edge: the epilogue in a loop of its own, vectorised over whole rows
+            if own_loops:  # a ragged column edge (or the above): the epilogue in loops of its own, vectorised over whole rows
                 for b in epilogue:
                     _rows_parallel(sch, b, lanes)
                 epilogue = []

@@ -56,8 +56,10 @@ class SinkWindowMask(ir.passes.InPlacePass):
                 continue
             seq = node.inputs[0].shape[2]
             mask = sink_window_mask(seq, self.sink, self.window)
-            value = ir.Value(name=f"{node.name or 'attention'}_sink_window_mask",
-                             const_value=ir.tensor(mask[None, None]))
+            tensor = ir.tensor(mask[None, None])
+            # typed and shaped: decompose-attention (tvm) needs the mask's rank
+            value = ir.Value(name=f"{node.name or 'attention'}_sink_window_mask", shape=tensor.shape,
+                             type=ir.TensorType(tensor.dtype), const_value=tensor)
             model.graph.register_initializer(value)
             node.resize_inputs(4)
             node.replace_input_with(3, value)

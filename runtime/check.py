@@ -22,6 +22,12 @@ MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "bf16": 0.999, "int8": 0.99}
 FP32_MAX_ABS = 1e-3
 
 
+def within_marks(result: dict, precision: str) -> bool:
+    """Whether a comparison (compare's dict) passes the marks of its precision."""
+    return result["cosine"] >= MIN_COSINE.get(precision, 0.999) and (
+        precision != "fp32" or result["max_abs_error"] <= FP32_MAX_ABS)
+
+
 def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
     """Max abs error and the lowest cosine over outputs, in float64."""
     if len(reference) != len(candidate):
@@ -31,6 +37,10 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
         r64, c64 = np.asarray(r, np.float64).ravel(), np.asarray(c, np.float64).ravel()
         if r64.shape != c64.shape:
             raise ValueError(f"output shapes differ: {np.shape(r)} vs {np.shape(c)}")
+        if (np.isnan(r64) != np.isnan(c64)).any():
+            # a NaN on one side only: the worst result (Python's max/min skip NaN, which passed it)
+            return {"max_abs_error": float("inf"), "cosine": -1.0, "nan_mismatch": True}
+        r64, c64 = np.nan_to_num(r64), np.nan_to_num(c64)  # NaN on both sides agrees
         max_abs = max(max_abs, float(np.max(np.abs(r64 - c64))) if r64.size else 0.0)
         denom = np.linalg.norm(r64) * np.linalg.norm(c64)
         cos = min(cos, float(r64 @ c64 / denom) if denom > 0 else float(np.allclose(r64, c64)))
@@ -93,7 +103,6 @@ def check_artifact(session) -> list[dict]:
     for b, (feeds, refs) in unpack(session.path / CHECK_FILE, session.manifest).items():
         got = session.run(feeds)
         row = {"batch": b, **compare(refs, [got[n] for n in session.output_names])}
-        row["passed"] = row["cosine"] >= MIN_COSINE.get(precision, 0.999) and (
-            precision != "fp32" or row["max_abs_error"] <= FP32_MAX_ABS)
+        row["passed"] = within_marks(row, precision)
         rows.append(row)
     return rows
