@@ -71,6 +71,10 @@ def print_compile_summary(m: dict, output: Path) -> None:
     out.print(line)
     if acc.get("note"):
         out.print(f"  [yellow]note[/] {escape(acc['note'])}")
+    if acc.get("vs_graph"):
+        g = acc["vs_graph"]
+        out.print(f"artifact vs its own graph ({g['reference'].split(' on ', 1)[-1]}): "
+                  f"max abs error {g['max_abs_error']:.3g}, cosine {g['cosine']:.6f}")
     _print_tuning(m)
     if m.get("plan"):
         _print_plan(m["plan"])

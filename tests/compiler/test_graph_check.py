@@ -43,3 +43,11 @@ def test_an_artifact_that_does_not_compute_its_graph_fails_the_compile(tmp_path,
     with pytest.raises(CompileError, match="does not compute its graph: max abs error 0.01"):
         compile_model(str(tiny_attention_onnx(tmp_path / "t.onnx")), "ort", tmp_path / "art")
     assert not (tmp_path / "art").exists()
+
+
+def test_compile_summary_prints_the_check(tmp_path):
+    from .test_cli import edgeattn
+
+    done = edgeattn("compile", str(tiny_attention_onnx(tmp_path / "t.onnx")), "-o", str(tmp_path / "art"))
+    assert done.returncode == 0, done.stderr
+    assert "artifact vs its own graph (ONNX Runtime, optimizations off): max abs error" in done.stdout
