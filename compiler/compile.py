@@ -137,9 +137,10 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
         if here:
             say("check accuracy against the reference")
             backend = _open_backend(work, manifest)
-            manifest["accuracy"] = _measure_accuracy(src, manifest, backend, reference_run)
+            example = _example_run(src, manifest, backend)  # one run, compared with both references
+            manifest["accuracy"] = _measure_accuracy(src, manifest, backend, reference_run, example)
             if precision == "fp32":
-                manifest["accuracy"]["vs_graph"] = _check_against_graph(src, manifest, backend, target)
+                manifest["accuracy"]["vs_graph"] = _check_against_graph(src, example, target)
             if quant_record is not None and getattr(tgt, "INT8_EXACT_ARITHMETIC", False):
                 manifest["accuracy"]["note"] = ("measured on this host's kernels, which may round or saturate unlike the "
                                                 "device's; the budget was met in the device's arithmetic (quantization.measured_on)")
@@ -332,17 +333,21 @@ def _open_backend(work: Path, manifest: dict):
     return get_backend(manifest["backend"]).open(work, manifest, threads=None)
 
 
-def _on_examples(src: Source, manifest: dict, backend, run_ref, ref_name: str) -> dict:
-    """The artifact (its opened backend) against `run_ref` on the seeded example inputs."""
-    names = [s["name"] for s in manifest["inputs"]]
+def _example_run(src: Source, manifest: dict, backend) -> tuple[dict, list]:
+    """(seeded example feeds, the artifact's outputs on them)."""
     feeds = _example_feeds(src, manifest)
-    result = accuracy.compare(run_ref(feeds), backend.run({n: feeds[n] for n in names}))
-    return {**result, "reference": ref_name, "inputs": "seeded random example inputs, batch 1"}
+    return feeds, backend.run({s["name"]: feeds[s["name"]] for s in manifest["inputs"]})
 
 
-def _measure_accuracy(src: Source, manifest: dict, backend, reference) -> dict:
+def _against(run_ref, ref_name: str, example: tuple[dict, list]) -> dict:
+    feeds, outputs = example
+    return {**accuracy.compare(run_ref(feeds), outputs), "reference": ref_name,
+            "inputs": "seeded random example inputs, batch 1"}
+
+
+def _measure_accuracy(src: Source, manifest: dict, backend, reference, example: tuple[dict, list]) -> dict:
     run_ref = reference[0]
-    result = _on_examples(src, manifest, backend, *reference)
+    result = _against(*reference, example)
     names = [s["name"] for s in manifest["inputs"]]
     zm = src.zoo_model
     if zm is not None and zm.evaluate_top1 is not None:
@@ -362,7 +367,7 @@ _SELECTING_OPS = frozenset({"TopK", "ArgMax", "ArgMin"})
 _SELECTING_MIN_COSINE = 0.99
 
 
-def _check_against_graph(src: Source, manifest: dict, backend, target: str) -> dict:
+def _check_against_graph(src: Source, example: tuple[dict, list], target: str) -> dict:
     """The fp32 artifact against the graph it was built from, run by ONNX Runtime with its
     optimizations off, on the example inputs: held to the device check's fp32 marks. The accuracy
     against the reference above includes what a rewrite plan costs, and is only recorded; a backend
@@ -371,7 +376,7 @@ def _check_against_graph(src: Source, manifest: dict, backend, target: str) -> d
     from edgeattn.runtime.check import within_marks
 
     graph = accuracy.onnx_reference_runner(ir.to_proto(src.model).SerializeToString())
-    result = _on_examples(src, manifest, backend, graph, "this graph on ONNX Runtime, optimizations off")
+    result = _against(graph, "this graph on ONNX Runtime, optimizations off", example)
     # A graph that selects tokens by value (ToMe's matching, class-token pruning's TopK) may pick
     # another token on a near tie when a backend rounds differently (OpenVINO on a tiny DeiT with
     # near-uniform attention: cosine 0.9947); there only a gross difference marks a miscompile.

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from edgeattn import targets
 from edgeattn.compiler.compile import compile_model
 from edgeattn.runtime.errors import EdgeAttnError
 
@@ -78,8 +79,6 @@ def main() -> None:
     unknown = [x for x in archs if x not in ARCHS]
     if unknown:
         raise SystemExit(f"unknown architecture {', '.join(unknown)} — choose from {', '.join(ARCHS)}")
-    from edgeattn import targets
-
     # only the precisions each target builds (tvm: fp32)
     jobs = [(x, t, p) for x in archs for t in a.targets.split(",") for p in a.precisions.split(",")
             if p in getattr(targets.get(t), "PRECISIONS", (p,))]
