@@ -5,7 +5,7 @@ the q·kᵀ GEMM wrote the whole B·H·S·S score tensor, softmax read and wrote
 read it once more. On minilm-l6@512 those took ~55 of ~126 ms (Zen 4 VM, 2 threads; softmax alone 23);
 with this kernel the model runs in 89.
 Here each thread takes a tile of query rows of one head and keeps their scores in a small buffer
-(rows × padded kv length) while the q·kᵀ tile, max, exp (TOPI's vectorisable fast_exp), sum and the
+(rows × padded kv length) while the q·kᵀ tile, max, exp (a vectorisable polynomial), sum and the
 ·v tile run over it in cache: the score tensor never exists.
 
 `fuse_attention()` is the Relax pass that rewrites the decomposed chain into a `call_tir` of this
@@ -20,6 +20,7 @@ last query row again for its extra rows, which are not stored. The buffer holds 
 from __future__ import annotations
 
 from edgeattn.kernels.tvm_cpu_rules import _try_vectorize
+from edgeattn.kernels.tvm_fast_math import exp_nonpositive
 
 # The float32 lowest: what a masked (padded) column contributes to the row max.
 NEG = -3.4028234663852886e38
@@ -87,7 +88,7 @@ def attention_func(q_shape, kt_cols: int, v_shape, bias_shape, dtype: str, rows:
     # scalarises a whole loop around an if_then_else on a lane (the exp ran one float at a time).
     m = te.compute((b_, h_, sp), lambda b, h, i: te.max(tirx.Select(r < skv, logit(b, h, i, r), neg), axis=r), name="m")
     diff = te.compute((b_, h_, sp, kt_cols), lambda b, h, i, j: logit(b, h, i, j) - m[b, h, i], name="diff")
-    ex = topi.fast_exp(diff) if dtype == "float32" else topi.exp(diff)
+    ex = exp_nonpositive(diff) if dtype == "float32" else topi.exp(diff)  # diff <= 0: the row's max is out
     zero = tirx.const(0, dtype)
     e = te.compute((b_, h_, sp, kt_cols), lambda b, h, i, j: tirx.Select(j < skv, ex[b, h, i, j], zero), name="e")
     r2 = te.reduce_axis((0, kt_cols), name="r2")
@@ -142,7 +143,7 @@ def schedule(func, lanes: int, rows: int, cols: int, dcols: int):
 
     sch = s_tir.Schedule(func)
     named = {sch.get(b).name_hint: b for b in sch.get_child_blocks(sch.get_sblock("root"))}
-    for name, blk in named.items():  # fast_exp's parts and the logit difference: into `e`
+    for name, blk in named.items():  # the exp and the logit difference: into `e`
         if name not in ("s", "m", "e", "z", "ou", "o"):
             sch.compute_inline(blk)
     partials = {f"{n}_rf": _lanes_reduce(sch, named[n], lanes) for n in ("m", "z")}  # rfactor wants them unmoved

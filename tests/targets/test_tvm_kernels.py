@@ -242,3 +242,30 @@ def test_transpose_rule_tiles_only_a_change_of_the_last_axis(key):
     if key:
         want = np.pad(want, [(0, 0), (0, 0), (0, 0), (0, 3)])
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), want)
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_exp_of_nonpositive_scores_is_exact_to_float_rounding(vectorized):
+    """The attention kernel's exp (kernels/tvm_fast_math.exp_nonpositive): within float rounding of
+    exp on [-87, 0], -inf → exactly 0 (masked scores), NaN stays NaN (a fully masked row)."""
+    from tvm import te
+
+    from edgeattn.kernels.tvm_fast_math import exp_nonpositive
+
+    x = np.concatenate([-np.geomspace(1e-8, 87.0, 4000), np.linspace(-87.0, 0.0, 4000), [0.0, -88.5, -np.inf, np.nan]])
+    x = np.pad(x, (0, -len(x) % 8)).astype(np.float32)
+    xs = te.placeholder((len(x),), "float32", name="x")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([xs, exp_nonpositive(xs)]))
+    if vectorized:
+        (i,) = sch.get_loops(sch.get_sblock("exp_nonpositive"))
+        sch.vectorize(sch.split(i, [None, 8])[1])
+    f = tvm.compile(sch.mod, target=tvm_target.host_target())
+    out = tvm.runtime.tensor(np.zeros_like(x))
+    f(tvm.runtime.tensor(x), out)
+    got, want = out.numpy(), np.exp(x.astype(np.float64))
+    rel = np.abs(got / want - 1)
+    # TOPI's fast_exp: 6.6e-8 on [-1, 0], 1.0e-7 to -17, 3.0e-7 below (where a term is < 4e-8 of the
+    # row's largest, 1); this one 1.4e-7, 1.9e-7, 3.7e-7
+    assert rel[x >= -17.0].max() <= 2e-7 and rel[(x >= -87.0) & (x < -17.0)].max() <= 5e-7
+    assert got[x == -np.inf] == 0 and got[x == np.float32(-88.5)] == 0
+    assert np.isnan(got[np.isnan(x)]).all()
