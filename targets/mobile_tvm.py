@@ -1,6 +1,7 @@
 """The TVM aarch64 variant of the mobile target: the legalized graph compiled by TVM for
 aarch64-linux-gnu (NEON), linked with the cross g++, bundled with the TVM runtime libraries of the
-aarch64 wheels (libtvm_runtime.so + libtvm_ffi.so, ~5 MB) and a small C++ loader
+aarch64 wheels (libtvm_runtime.so + libtvm_ffi.so, ~5 MB; libtvm_runtime_extra.so for models that
+call its sort/top-k) and a small C++ loader
 (mobile_loader.cc, cross-compiled), so the device needs neither Python nor the TVM compiler:
 
     tvm-aarch64/loader tvm-aarch64/model.so --out DIR input0.npy [input1.npy ...]
@@ -30,6 +31,9 @@ SYSROOT = "/usr/aarch64-linux-gnu"
 SUBDIR = "tvm-aarch64"
 LIBS = {"libtvm_runtime.so": ("apache_tvm-0.27.0.post1-", "tvm/lib/libtvm_runtime.so"),
         "libtvm_ffi.so": ("apache_tvm_ffi-0.1.14.post1-", "tvm_ffi/lib/libtvm_ffi.so")}
+# The runtime's contrib kernels (sort/top-k, which ToMe's and cls-prune's TopK call): shipped only
+# with a model that calls them (+1.2 MB).
+EXTRA = ("libtvm_runtime_extra.so", "apache_tvm-0.27.0.post1-", "tvm/lib/libtvm_runtime_extra.so")
 LOADER_SRC = Path(__file__).with_name("mobile_loader.cc")
 # --device presets → LLVM CPU (tuned instruction selection; NEON everywhere). Android is not among
 # them: its bionic libc needs a TVM runtime built with the NDK.
@@ -95,13 +99,18 @@ def build(model: ir.Model, workdir: Path, device: str = DEFAULT_DEVICE) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     executable = tvm_target.compile_default(tvm_target.import_relax(m), target)
     executable.export_library(str(out / "model.so"), cc=CXX, options=["-s"])
-    for name, (prefix, member) in LIBS.items():
+    libs = dict(LIBS)
+    if b"tvm.contrib." in (out / "model.so").read_bytes():  # packed functions are called by name
+        libs[EXTRA[0]] = EXTRA[1:]
+    for name, (prefix, member) in libs.items():
         with zipfile.ZipFile(_wheel(prefix)) as z, z.open(member) as src, open(out / name, "wb") as dst:
             shutil.copyfileobj(src, dst)
-    # --no-as-needed: nothing in libtvm_runtime is referenced directly; loading it registers the VM.
+    # --no-as-needed: nothing in the runtime libraries is referenced directly; loading them registers
+    # the VM and the contrib kernels.
+    link = [f"-l{name[3:-3]}" for name in sorted(libs, key=lambda n: n != EXTRA[0])]  # extra needs the others after it
     subprocess.run([CXX, "-std=c++17", "-O2", "-s", "-isystem", str(_include_dir()), str(LOADER_SRC), "-o",
-                    str(out / "loader"), f"-L{out}", f"-Wl,-rpath-link,{out}", "-Wl,--no-as-needed", "-ltvm_runtime",
-                    "-ltvm_ffi", "-Wl,--as-needed", "-Wl,-rpath,$ORIGIN"], check=True, capture_output=True)
+                    str(out / "loader"), f"-L{out}", f"-Wl,-rpath-link,{out}", "-Wl,--no-as-needed", *link,
+                    "-Wl,--as-needed", "-Wl,-rpath,$ORIGIN"], check=True, capture_output=True)
     files = {f"{SUBDIR}/{p.name}": p.name for p in sorted(out.iterdir())}
     size = sum(p.stat().st_size for p in out.iterdir())
     return {"payload": {f"tvm_{name.replace('.', '_')}": rel for rel, name in files.items()},

@@ -11,6 +11,7 @@ import pytest
 from edgeattn import runtime, targets
 from edgeattn.compiler.compile import compile_model
 
+from ..passes.conftest import canonical_tiny_deit
 from ..tiny_models import tiny_attention_onnx
 
 
@@ -66,6 +67,26 @@ def test_tvm_aarch64_bundle_runs_under_qemu(mobile_artifact):
     want = sess.run(feeds)["y"]
     (got,) = mobile_tvm.run_emulated(bundle, {s.name: feeds[s.name] for s in sess.inputs})
     np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-4, rtol=1e-4)
+
+
+def test_token_selecting_rewrite_ships_the_runtime_sort_kernels(tmp_path):
+    """cls-prune's TopK calls the runtime's contrib top-k (libtvm_runtime_extra.so): without it the
+    loader failed under qemu ("Cannot find function tvm.contrib.sort.topk") and so did the compile."""
+    import onnx_ir as ir
+
+    from edgeattn.targets import mobile_tvm
+
+    ok, reason = mobile_tvm.available()
+    if not ok:
+        pytest.skip(f"TVM aarch64 variant unavailable: {reason}")
+    ir.save(canonical_tiny_deit(), tmp_path / "tiny_deit.onnx")
+    m = compile_model(str(tmp_path / "tiny_deit.onnx"), "mobile", tmp_path / "art",
+                      rewrites=["cls-prune:keep=0.5,layers=0"], budget="cosine>=-1")
+    assert (tmp_path / "art" / mobile_tvm.SUBDIR / mobile_tvm.EXTRA[0]).is_file()
+    verified = m["mobile"]["tvm"]["verified"]
+    if isinstance(verified, str):
+        pytest.skip(verified)
+    assert verified["max_abs_error"] <= 1e-4
 
 
 def test_device_preset_builds_for_its_cpu(tmp_path):
