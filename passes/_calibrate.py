@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
+from edgeattn.passes._linear import quiet_ort_logs
+
 METHODS = ("minmax", "percentile", "entropy")
 
 
@@ -40,10 +42,7 @@ def activation_ranges(model: ir.Model, names: list[str], feeds: list[dict], meth
         def get_next(self):
             return next(self._it, None)
 
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)  # the calibrator's sessions warn about every unused initializer
-    with tempfile.TemporaryDirectory(prefix="edgeattn-calib-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgeattn-calib-") as tmp, quiet_ort_logs():
         path = Path(tmp) / "model.onnx"
         ir.save(model, path)
         cal = create_calibrator(path, list(op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
@@ -51,7 +50,6 @@ def activation_ranges(model: ir.Model, names: list[str], feeds: list[dict], meth
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
             cal.collect_data(_Reader())
             data = cal.compute_data()
-    ort.set_default_logger_severity(2)
     out = {}
     for name in names:
         if name in data:

@@ -3,6 +3,7 @@ the passes that edit weights on measured data (head pruning, SmoothQuant, INT8 p
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import numpy as np
@@ -61,6 +62,19 @@ def output_projection(v: ir.Value) -> Projection | None:
     nxt = [u.node for u in mm.outputs[0].uses()]
     add = nxt[0] if len(nxt) == 1 and nxt[0].op_type == "Add" and any(const(i) is not None for i in nxt[0].inputs) else None
     return Projection(mm, add)
+
+
+@contextlib.contextmanager
+def quiet_ort_logs():
+    """ORT sessions made inside (by tools that take no session options: the calibrators, the
+    ORT-format converter) log errors only: they warn about every unused initializer."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)  # ORT's default, warnings
 
 
 def ort_unoptimized(model):

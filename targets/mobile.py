@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from edgeattn.passes._linear import ort_unoptimized
+from edgeattn.passes._linear import ort_unoptimized, quiet_ort_logs
 
 NAME = "mobile"
 DESCRIPTION = "ARM64 Android/Linux: ONNX Runtime Mobile (.ort + reduced-operator config + NNAPI/CoreML report)"
@@ -89,7 +89,7 @@ def build(model: ir.Model, workdir: Path, options: dict) -> dict:
         out = Path(tmp) / "ort"
         for name in ("convert_onnx_models_to_ort", "ort_format_model.utils"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its progress
+        with contextlib.redirect_stdout(io.StringIO()), quiet_ort_logs():  # the converter prints its progress
             convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle.Fixed],
                                        target_platform="arm")
         (out / "model.ort").replace(workdir / PAYLOAD)

@@ -63,9 +63,14 @@ def _row(arch: str, target: str, precision: str, root: Path) -> dict:
     except Exception as e:  # a crash is a finding too: record it and go on with the sweep
         return {**row, "error": f"CRASH {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"}
     att, acc = m["attention"], m["accuracy"]
-    return {**row, "sites": att["sites"], "canonicalized": att["canonicalized"],
-            "max_abs_error": acc.get("max_abs_error"), "cosine": acc.get("cosine"),
-            "precision_built": m["precision"], "eager_fallback": "attn_implementation" in m}
+    row = {**row, "sites": att["sites"], "canonicalized": att["canonicalized"],
+           "max_abs_error": acc.get("max_abs_error"), "cosine": acc.get("cosine"),
+           "precision_built": m["precision"], "eager_fallback": "attn_implementation" in m}
+    if "mobile" in m:  # its TVM aarch64 bundle: run under qemu against ORT on the same graph, or why not
+        tvm = m["mobile"]["tvm"]
+        verified = tvm.get("verified") if tvm["built"] else tvm["reason"]
+        row["tvm_aarch64"] = verified["max_abs_error"] if isinstance(verified, dict) else verified
+    return row
 
 
 def main() -> None:
@@ -97,6 +102,9 @@ def main() -> None:
         note = "eager attention (SDPA path does not export)" if r["eager_fallback"] else ""
         if r["precision_built"] != r["precision"]:
             note = f"shipped {r['precision_built']}; " + note
+        if "tvm_aarch64" in r:
+            aarch64 = r["tvm_aarch64"]
+            note = (f"TVM aarch64 vs ORT {aarch64:.1e}; " if isinstance(aarch64, float) else f"TVM aarch64: {aarch64}; ") + note
         table.add_row(r["arch"], r["target"], r["precision"], str(r["sites"]), str(r["canonicalized"]),
                       f"{r['max_abs_error']:.1e}", f"{r['cosine']:.6f}", note)
     Console().print(table)
