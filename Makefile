@@ -58,7 +58,7 @@ bench-rewrites: install
 
 # 16 Hugging Face architectures (config-only folders, random weights) through ORT and OpenVINO (fp32 and int8) and TVM (fp32).
 bench-archs: install
-	$(PY) tests/benchmarks/arch_sweep.py --targets ort,openvino,tvm --precisions fp32,int8 --json bench/arch-sweep.json
+	$(PY) tests/benchmarks/arch_sweep.py --targets ort,openvino,tvm,mobile --precisions fp32,int8 --json bench/arch-sweep.json
 
 # Issue 3's GPU check, prepared here (no GPU needed): the tvm-cuda artifact and the tvm-ffi wheel for
 # the GPU machine's Python 3.12; there: sh scripts/gpu-check.sh .gpu/deit-fp16 --out results.json
