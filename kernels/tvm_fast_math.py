@@ -29,7 +29,7 @@ FLUSH = -88.0  # x below it rounds to n = -127, whose exponent bits are 0: exp g
 def exp_nonpositive(x):
     """exp(x) for float32 x <= 0 (or -inf, NaN) as a TE compute: 2^n · p(x - n·ln2), n = round(x/ln2).
     A softmax's exponent never exceeds 0, so TOPI's fast_exp's upper clamp, degree-7 polynomial and
-    final max are more than it needs: 13 vector ops against ~20 (minilm-l6@512's attention kernel
+    final max are more than it needs: 13 vector ops against its ~20 (minilm-l6@512's attention kernel
     3.5 → 3.1 ms, AVX2 VM). Masked scores (-inf) give exactly 0, so a fully masked row sums to 0
     and its output is NaN, as Relax's softmax gives; results under 2^-126 flush to 0 as well."""
     from tvm import te, tirx
