@@ -32,8 +32,8 @@ SUBDIR = "tvm-aarch64"
 LIBS = {"libtvm_runtime.so": ("apache_tvm-0.27.0.post1-", "tvm/lib/libtvm_runtime.so"),
         "libtvm_ffi.so": ("apache_tvm_ffi-0.1.14.post1-", "tvm_ffi/lib/libtvm_ffi.so")}
 # The runtime's contrib kernels (sort/top-k, which ToMe's and cls-prune's TopK call): shipped only
-# with a model that calls them (+1.2 MB).
-EXTRA = ("libtvm_runtime_extra.so", "apache_tvm-0.27.0.post1-", "tvm/lib/libtvm_runtime_extra.so")
+# with a model that calls them (+1.2 MB); linked first, as it needs the others.
+EXTRA_LIBS = {"libtvm_runtime_extra.so": ("apache_tvm-0.27.0.post1-", "tvm/lib/libtvm_runtime_extra.so")}
 LOADER_SRC = Path(__file__).with_name("mobile_loader.cc")
 # --device presets → LLVM CPU (tuned instruction selection; NEON everywhere). Android is not among
 # them: its bionic libc needs a TVM runtime built with the NDK.
@@ -99,15 +99,14 @@ def build(model: ir.Model, workdir: Path, device: str = DEFAULT_DEVICE) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     executable = tvm_target.compile_default(tvm_target.import_relax(m), target)
     executable.export_library(str(out / "model.so"), cc=CXX, options=["-s"])
-    libs = dict(LIBS)
-    if b"tvm.contrib." in (out / "model.so").read_bytes():  # packed functions are called by name
-        libs[EXTRA[0]] = EXTRA[1:]
+    calls_contrib = b"tvm.contrib." in (out / "model.so").read_bytes()  # packed functions are called by name
+    libs = {**(EXTRA_LIBS if calls_contrib else {}), **LIBS}
     for name, (prefix, member) in libs.items():
         with zipfile.ZipFile(_wheel(prefix)) as z, z.open(member) as src, open(out / name, "wb") as dst:
             shutil.copyfileobj(src, dst)
     # --no-as-needed: nothing in the runtime libraries is referenced directly; loading them registers
     # the VM and the contrib kernels.
-    link = [f"-l{name[3:-3]}" for name in sorted(libs, key=lambda n: n != EXTRA[0])]  # extra needs the others after it
+    link = [f"-l{name[3:-3]}" for name in libs]
     subprocess.run([CXX, "-std=c++17", "-O2", "-s", "-isystem", str(_include_dir()), str(LOADER_SRC), "-o",
                     str(out / "loader"), f"-L{out}", f"-Wl,-rpath-link,{out}", "-Wl,--no-as-needed", *link,
                     "-Wl,--as-needed", "-Wl,-rpath,$ORIGIN"], check=True, capture_output=True)
