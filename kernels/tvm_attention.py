@@ -11,7 +11,7 @@ Here each thread takes a tile of query rows of one head and keeps their scores i
 `fuse_attention()` is the Relax pass that rewrites the decomposed chain into a `call_tir` of this
 kernel, already scheduled, so dlight's rules and MetaSchedule leave it alone. kᵀ gets zero columns
 up to whole vector tiles in Relax (fused with the transpose that already makes it); the padded
-columns are masked out of the softmax. Query rows run in whole row tiles: the last tile reads the
+columns are masked out of the softmax. v gets zero rows up to a multiple of 4, for the ·v tile's unroll. Query rows run in whole row tiles: the last tile reads the
 last query row again for its extra rows, which are not stored. The buffer holds whole kv rows
 (rows × kv floats, twice): fine to a few thousand tokens; longer sequences would want an online
 (flash-style) softmax over kv blocks, not done.
@@ -61,15 +61,18 @@ def _bias_reader(bias, skv: int, last_row: int):
     return at
 
 
-def attention_func(q_shape, kt_cols: int, v_shape, bias_shape, dtype: str, rows: int):
-    """The unscheduled PrimFunc (q, kt, v[, bias]) → o of softmax(q·kt + bias)·v.
+def attention_func(q_shape, kt_cols: int, v_shape, bias_shape, dtype: str, rows: int, skv: int | None = None):
+    """The unscheduled PrimFunc (q, kt, v[, bias]) → o of softmax(q·kt + bias)·v over `skv` keys.
 
-    q (B, H, S, D); kt (B, H, D, kt_cols), columns ≥ skv zero; v (B, H, skv, Dv); bias broadcasts to
-    (B, H, S, skv). Every stage but the output runs over S rounded up to whole row tiles."""
+    q (B, H, S, D); kt (B, H, D, kt_cols), columns ≥ skv zero; v (B, H, skv or more, Dv), rows ≥ skv
+    zero (at most kt_cols rows; the ·v tile runs over all of them, their weights are 0); bias
+    broadcasts to (B, H, S, skv). Every stage but the output runs over S rounded up to whole row tiles."""
     from tvm import te, tirx, topi
 
     b_, h_, s_, d_ = q_shape
-    skv, dv = v_shape[2], v_shape[3]
+    vrows, dv = v_shape[2], v_shape[3]
+    skv = vrows if skv is None else skv
+    assert skv <= vrows <= kt_cols, (skv, vrows, kt_cols)
     sp = -(-s_ // rows) * rows
     q = te.placeholder(q_shape, dtype, name="q")
     kt = te.placeholder((b_, h_, d_, kt_cols), dtype, name="kt")
@@ -93,7 +96,7 @@ def attention_func(q_shape, kt_cols: int, v_shape, bias_shape, dtype: str, rows:
     e = te.compute((b_, h_, sp, kt_cols), lambda b, h, i, j: tirx.Select(j < skv, ex[b, h, i, j], zero), name="e")
     r2 = te.reduce_axis((0, kt_cols), name="r2")
     z = te.compute((b_, h_, sp), lambda b, h, i: te.sum(e[b, h, i, r2], axis=r2), name="z")
-    r3 = te.reduce_axis((0, skv), name="r3")
+    r3 = te.reduce_axis((0, vrows), name="r3")
     ou = te.compute((b_, h_, sp, dv), lambda b, h, i, d: te.sum(e[b, h, i, r3] * v[b, h, r3, d], axis=r3), name="ou")
     o = te.compute((b_, h_, s_, dv), lambda b, h, i, d: ou[b, h, i, d] / z[b, h, i], name="o")
     args = [q, kt, v] + ([bias] if bias is not None else []) + [o]
@@ -240,10 +243,17 @@ def fuse_attention(target):
             padded = -(-skv // cols) * cols
             if padded != skv:
                 kt = self.builder_.emit(relax.op.nn.pad(kt, [0, 0, 0, 0, 0, 0, 0, padded - skv]))
+            # v gets zero rows up to a multiple of 4 so the ·v tile's k loop unrolls by 4 (see
+            # schedule()) at any length, deit's prime 197 and 577 included; cols is a multiple of 4,
+            # so these rows stay within kt's padded columns, whose softmax weights are 0.
+            vrows = -(-skv // 4) * 4
+            if vrows != skv:
+                v = self.builder_.emit(relax.op.nn.pad(v, [0, 0, 0, 0, 0, vrows - skv, 0, 0]))
+            vshape = (*vs[:2], vrows, vs[3])
             bshape = _static(bias) if bias is not None else None
-            key = (qs, padded, vs, bshape)
+            key = (qs, padded, vshape, skv, bshape)
             if key not in kernels:
-                func = schedule(attention_func(qs, padded, vs, bshape, "float32", rows), lanes, rows, cols, dcols)
+                func = schedule(attention_func(qs, padded, vshape, bshape, "float32", rows, skv), lanes, rows, cols, dcols)
                 # no global_symbol ("main" from te): an exported symbol would keep the original alive
                 # beside the copies later module passes make (AttachAttrLayoutFreeBuffers)
                 func = func.without_attr("global_symbol").with_attr("op_pattern", 8)

@@ -122,3 +122,12 @@ def test_the_v_tile_unrolls_k_steps_that_divide_the_kv_length():
     assert "T.unroll(4)" in script(24) and "T.unroll(2)" not in script(24)
     assert "T.unroll(2)" in script(10) and "T.unroll(4)" not in script(10)
     assert "T.unroll(2)" not in script(13) and "T.unroll(4)" not in script(13)
+
+
+def test_the_relax_pass_pads_v_so_any_kv_length_unrolls_by_4():
+    # deit's 197 and 577 tokens are prime: v gets 3 zero rows, whose softmax weights are 0
+    # (the numerical cases above with 13 and 21 keys run through this padding)
+    fused = tvm_target._fused(_chain(1, 1, 7, 13, 8, 8, None), tvm_target.host_target())
+    kernel = next(f for gv, f in fused.functions.items() if gv.name_hint.startswith("edgeattn_attention"))
+    assert "T.unroll(4)" in kernel.script()
+    assert 'v: T.Buffer((1, 1, 16, 8), "float32")' in kernel.script()
