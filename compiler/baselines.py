@@ -3,6 +3,7 @@ ORT's transformers optimizer, and OpenVINO's own INT8 path (NNCF)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +20,14 @@ def ort_transformers_optimizer(src: Source, out: Path, threads: int, build: Buil
     plain = out.parent / "plain-export.onnx"
     ir.save(src.model, plain)
     model_type = "vit" if src.model.graph.inputs[0].name == "pixel_values" else "bert"
-    opt = optimize_model(str(plain), model_type=model_type, num_heads=0, hidden_size=0, opt_level=1)
+    # num_heads=0, hidden_size=0: the optimizer detects them, after warning that we did not give them
+    log = logging.getLogger("onnxruntime.transformers.optimizer")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        opt = optimize_model(str(plain), model_type=model_type, num_heads=0, hidden_size=0, opt_level=1)
+    finally:
+        log.setLevel(level)
     opt_path = out.parent / "ort-optimized.onnx"
     opt.save_model_to_file(str(opt_path))
     optimized = Source(src.name, ir.load(opt_path), "onnx", src.zoo_model, dict(src.example_dims), dict(src.meta))

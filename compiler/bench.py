@@ -4,6 +4,7 @@ ONNX Runtime on the unmodified export, and the machine's GEMM peak."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,8 @@ import numpy as np
 
 from edgeattn import targets
 from edgeattn.compiler import baselines as baselines_mod
-from edgeattn.compiler.compile import calibration_feeds, compile_source
+from edgeattn.compiler.compile import calibration_feeds, compile_source, parse_plan
+from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.frontend import Source, load_source
 from edgeattn.compiler.pipeline import run_pipeline
@@ -173,12 +175,41 @@ def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch
     return rows
 
 
+def check_request(target_names: list[str], precisions: list[str], out: Path, rewrites: list[str] | None = None,
+                  budget: str | None = None) -> None:
+    """A bad request fails in one line here, before the export and the first compile."""
+    if not target_names or not precisions:
+        raise CompileError("no targets or no precisions to bench", "e.g. --targets ort,openvino --precision fp32,int8")
+    built = {t: getattr(targets.get(t), "PRECISIONS", ("fp32",)) for t in target_names}  # unknown name: one line
+    for p in precisions:
+        if not any(p in ps for ps in built.values()):
+            known = sorted({q for ps in built.values() for q in ps})
+            raise CompileError(f"precision '{p}' is built by none of the targets {', '.join(target_names)}",
+                               f"use {', '.join(known)} (or add a target that builds it: see `edgeattn targets`)")
+    parse_plan(rewrites, budget, "int8" in precisions)
+    parent = next((q for q in [out, *out.absolute().parents] if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise CompileError(f"cannot write the bench report to {out}: {parent} is a file", "choose a directory for -o")
+
+
 def run_bench(spec: str, target_names: list[str], precisions: list[str], out: Path, *, baselines: bool = False,
               rounds: int = 5, per_round: int = 10, warmup: int = 3, threads: int = 2, say: Say | None = None,
               rewrites: list[str] | None = None, budget: str | None = None, quant: dict | None = None) -> dict:
+    check_request(target_names, precisions, out, rewrites, budget)
+    fresh = not out.exists()
+    try:
+        return _run_bench(spec, target_names, precisions, out, baselines, rounds, per_round, warmup, threads,
+                          say or (lambda _m: None), rewrites, budget, quant)
+    except BaseException:
+        if fresh:  # a failed bench leaves no half-filled report directory behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run_bench(spec, target_names, precisions, out, baselines, rounds, per_round, warmup, threads, say, rewrites,
+               budget, quant) -> dict:
     from edgeattn.compiler.peak import measure_gemm_peak
 
-    say = say or (lambda _m: None)
     say(f"load {spec}")
     src = load_source(spec)
     dims = {**src.example_dims, "batch": 1}

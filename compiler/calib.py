@@ -17,10 +17,15 @@ def load_calibration(path: Path) -> list[dict]:
     Names, shapes and dtypes are checked against the model later, when its inputs are known."""
     if not path.is_file():
         raise CompileError(f"calibration file {path} does not exist", "give an .npz written with numpy.savez")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":  # np.load would return the one array, not the archive read below
+        raise CompileError(f"calibration file {path} is a .npy (one array); --calib reads an .npz with one array per "
+                           "model input", "write it with numpy.savez(path, input_name=array, ...)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # EOFError: an empty file
         raise CompileError(f"calibration file {path} is not a readable .npz ({e})",
                            "write it with numpy.savez(path, input_name=array, ...)") from None
     if not arrays:

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from edgeattn.compiler.cli_report import (out, print_bench, print_compile_summary, print_remote_bench, print_profile, print_quant_layers,
                                           print_tuning_log)
+from edgeattn.compiler.cli_checks import check_int8_options, check_output_file, check_threads
 from edgeattn.compiler.errors import CompileError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -29,12 +30,13 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show full traceback
     _state["debug"] = debug
 
 
-def _fail(e: BaseException) -> None:
+def _fail(e: BaseException, code: int = 2) -> None:
     if _state["debug"]:
         raise e
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = e.args[0] if type(e) is KeyError and e.args else str(e)  # a KeyError's str() quotes its message
+    msg = str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
     err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def _guard(fn):
@@ -54,6 +56,11 @@ def _guard(fn):
         except ModuleNotFoundError as e:  # a runtime-only install asked for a compiler command
             _fail(EdgeAttnError(f"missing Python package '{e.name}' for this command",
                                 "install the compiler: pip install 'edgeattn[compiler]'"))
+        except OSError as e:  # a path the user gave that cannot be read or written
+            _fail(EdgeAttnError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), "check the path"))
+        except Exception as e:  # a bug: still one line, the traceback behind --debug
+            _fail(EdgeAttnError(f"internal error ({type(e).__name__}: {str(e).strip()[:200]})",
+                                "rerun with edgeattn --debug ... and report the traceback"), code=1)
 
     return wrapper
 
@@ -68,7 +75,7 @@ def compile_cmd(
     force: bool = typer.Option(False, "--force", "-f", help="Replace an existing artifact directory."),
     precision: str = typer.Option("fp32", "--precision", help="fp32; bf16 or int8 where the target supports it (see `edgeattn targets`)."),
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Approximate rewrite NAME:key=val,... (repeatable; see `edgeattn pipelines`)."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite and --precision int8, one or more comma-separated: cosine>=0.99 (default), top1-drop<=0.5, max-abs<=1e-3, embedding-cosine>=0.99, nn-agree>=0.98."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite and --precision int8, one or more comma-separated, quoted for the shell: \"cosine>=0.99\" (default), top1-drop<=0.5, top1-agree>=0.99, max-abs<=1e-3, embedding-cosine>=0.99, nn-agree>=0.98."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8: calibration inputs, an .npz with one array per model input (first axis = samples); default: the model's own calibration set."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges by minmax (the default), percentile (99.999), entropy, or auto (minmax and percentile each through the fallback; keeps the one with more MatMuls in int8)."),
     smooth: float = typer.Option(0.5, "--smooth", help="int8: SmoothQuant migration strength alpha (0 = off)."),
@@ -91,11 +98,11 @@ def compile_cmd(
 
         edgeattn compile deit-small --target openvino --precision bf16 -o out/deit-ov
 
-        edgeattn compile gpt2-small --rewrite sink-window:sink=4,window=64 --budget cosine>=0.99 -o out/gpt2
+        edgeattn compile gpt2-small --rewrite sink-window:sink=4,window=64 --budget "cosine>=0.98" -o out/gpt2
 
         edgeattn compile digits-vit --target tvm --tune-trials 64 -o out/digits-tvm
 
-        edgeattn compile digits-vit --precision int8 --budget top1-drop<=0.5 -o out/digits-int8
+        edgeattn compile digits-vit --precision int8 --budget "top1-drop<=0.5" -o out/digits-int8
 
         edgeattn compile deit-small --target mobile --device rpi5 -o out/deit-mobile
 
@@ -104,6 +111,7 @@ def compile_cmd(
     from edgeattn.compiler.compile import compile_model
     from edgeattn.compiler.calib import load_calibration
 
+    check_int8_options(precision, calib=calib, calib_method=calib_method, smooth=smooth, outliers=outliers)
     quant = {"method": calib_method, "smooth": smooth, "outliers": outliers}
     extra = {}
     if device is not None:
@@ -217,10 +225,11 @@ def tune_cmd(
     """
     from edgeattn import targets
     from edgeattn.compiler.frontend import load_source
-    from edgeattn.compiler.pipeline import run_pipeline
+    from edgeattn.compiler.pipeline import check_pipeline, run_pipeline
     from edgeattn.kernels import tvm_tuning
 
     _check_trials("--trials", trials, "no tuning, only report what the database holds")
+    check_pipeline(pipeline)
     tgt = targets.get("tvm")
     ok, reason = tgt.available()
     if not ok:
@@ -275,29 +284,21 @@ def explain_cmd(artifact: Path = typer.Argument(..., help="Artifact directory.")
     """
     from edgeattn.runtime.artifact import verify_artifact
 
+    if csv is not None and not layers:
+        raise CompileError("--csv writes the --layers table", "add --layers")
+    check_output_file("--csv", csv)
     m = verify_artifact(artifact)
     print_compile_summary(m, artifact)
     if not m.get("plan") and not m.get("quantization"):
         out.print("no rewrite plan: the exact graph (only exact passes ran)")
     if layers:
-        if not (m.get("quantization") or {}).get("layers"):
+        q = m.get("quantization") or {}
+        if q and not q.get("accepted"):
+            raise CompileError(f"{artifact} ships the float graph: int8 missed its budget ({q.get('reason', '')})",
+                               "no int8 layers to report; loosen --budget (e.g. cosine>=0.99) and recompile")
+        if not q.get("layers"):
             raise CompileError(f"{artifact} has no int8 layer report", "compile with --precision int8 first")
-        print_quant_layers(m["quantization"], csv)
-
-
-def _parse_inputs(items: List[str]) -> dict:
-    import numpy as np
-
-    feeds = {}
-    for item in items:
-        name, sep, file = item.partition("=")
-        if not sep or not name or not file:
-            raise ValueError(f"bad --input '{item}' — use --input NAME=FILE.npy")
-        try:
-            feeds[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read input file {file} ({e}) — give a .npy file written by numpy.save") from None
-    return feeds
+        print_quant_layers(q, csv)
 
 
 @app.command("run")
@@ -318,15 +319,17 @@ def run_cmd(
     import numpy as np
 
     from edgeattn import runtime
+    from edgeattn.runtime.npyfiles import load_input_files, npz_target, save_npz
 
+    save = npz_target(save) if save else None  # the real name (numpy appends .npz), checked before running
     sess = runtime.load(artifact)
-    feeds = _parse_inputs(input) if input else sess.example_feeds()
+    feeds = load_input_files(input) if input else sess.example_feeds()
     outputs = sess.run(feeds)
     for name, value in outputs.items():
         flat = value.ravel()
         out.print(f"{name}: shape {tuple(value.shape)} {value.dtype}, first values {np.array2string(flat[:6], precision=5)}")
     if save:
-        np.savez(save, **outputs)
+        save_npz(save, outputs)
         out.print(f"saved {save}")
 
 
@@ -337,7 +340,7 @@ def profile_cmd(
     runs: int = typer.Option(50, "--runs", "-n", min=1, help="Timed runs."),
     warmup: int = typer.Option(5, "--warmup", "-w", min=0, help="Untimed warm-up runs."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Backend threads (default: all cores)."),
-    top: int = typer.Option(12, "--top", help="Per-op rows to show."),
+    top: int = typer.Option(12, "--top", min=0, help="Per-op rows to show."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the report as CSV."),
     remote: Optional[str] = typer.Option(None, "--remote", help="HOST:PORT of a TVM RPC tracker (with --key) or server: profile on that device."),
@@ -356,6 +359,8 @@ def profile_cmd(
     from edgeattn import runtime
     from edgeattn.runtime import report as report_io
 
+    check_output_file("--json", json_path)
+    check_output_file("--csv", csv_path)
     if remote or key:
         if not remote:
             raise CompileError("--key needs --remote HOST:PORT", "add --remote with the tracker's address")
@@ -364,6 +369,7 @@ def profile_cmd(
         with err.status(f"profile on {remote}" + (f" ({key})" if key else "")):
             rep = profile_remote(artifact, remote, key=key, runs=runs, warmup=warmup)
     else:
+        check_threads("--threads", threads)
         sess = runtime.load(artifact, threads=threads)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=True) as bar:
@@ -436,7 +442,7 @@ def _shape(dims: list) -> str:
 
 @app.command("targets")
 def targets_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """List compile targets, whether each is available here, and why not.
+    """List compile targets, the precisions each builds, whether each is available here, and why not.
 
     Examples:
 
@@ -451,10 +457,11 @@ def targets_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."
         out.print_json(json.dumps(rows))
         return
     t = Table(title="targets")
-    for col in ("target", "available", "detail", "description"):
+    for col in ("target", "available", "precisions", "detail", "description"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["name"], "[green]yes[/]" if r["available"] else "[red]no[/]", escape(r["reason"]), escape(r["description"]))
+        t.add_row(r["name"], "[green]yes[/]" if r["available"] else "[red]no[/]", ", ".join(r["precisions"]),
+                  escape(r["reason"]), escape(r["description"]))
     out.print(t)
 
 
@@ -474,7 +481,7 @@ def pipelines_cmd():
     t.add_column("passes (→ the --rewrite plan → the finishing passes)")
     for name, plist in PIPELINES.items():
         steps = plist + (["[plan]"] + FINISH[name] if FINISH.get(name) else [])
-        t.add_row(name, " → ".join(steps) or "(export as is)")
+        t.add_row(name, escape(" → ".join(steps)) or "(export as is)")  # escaped: rich reads [plan] as a tag
     out.print(t)
     p = Table(title="passes")
     p.add_column("pass")
@@ -531,12 +538,15 @@ def bench_cmd(
 
         edgeattn bench minilm-l6@512 --targets ort,openvino --precision fp32,bf16 --baselines
 
-        edgeattn bench digits-vit --targets ort,openvino --rewrite auto --budget top1-drop<=0.5
+        edgeattn bench digits-vit --targets ort,openvino --rewrite auto --budget "top1-drop<=0.5"
 
         edgeattn bench deit-small --targets mobile --remote 10.0.0.5:9190 --key rpi5   # timed on the device
     """
     from edgeattn.compiler.bench import run_bench
 
+    check_threads("--threads", threads)
+    check_int8_options("int8" if "int8" in precision.split(",") else "fp32", calib=None, calib_method=calib_method,
+                       smooth=0.5, outliers=outliers)
     output = output or Path("bench") / model.replace("@", "_").replace("/", "_")
     if remote or key:
         if not remote:
@@ -563,11 +573,21 @@ def bench_cmd(
 
 
 def main() -> None:
+    # typer 0.2x runs on its own copy of click: its base exception is found through a public subclass
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     try:
-        app()
-    except KeyboardInterrupt:
+        rc = app(prog_name="edgeattn", standalone_mode=False)
+    except click_error as e:  # a usage error: one line like ours, not typer's boxed panel
+        if type(e).__name__ == "NoArgsIsHelpError":  # the help was printed
+            sys.exit(e.exit_code)
+        ctx = getattr(e, "ctx", None)
+        where = f" — see `{ctx.command_path} --help`" if ctx is not None else ""
+        err.print(f"[bold red]error:[/] {escape(e.format_message())}{escape(where)}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")
         sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

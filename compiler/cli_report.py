@@ -52,7 +52,10 @@ def print_compile_summary(m: dict, output: Path) -> None:
     out.print(t)
     att, acc = m["attention"], m["accuracy"]
     out.print(f"attention: {att['sites']} sites found, {att['canonicalized']} canonicalized"
+              + (f", {att['already_canonical']} already canonical" if att.get("already_canonical") else "")
               + (f", {len(att['unmatched'])} unmatched" if att["unmatched"] else ""))
+    if m.get("weights", "").startswith("random"):  # a config-only folder or zoo architecture: say so
+        out.print(f"[yellow]weights[/]: {escape(m['weights'])} — outputs are not those of a trained model")
     if m.get("attn_implementation"):
         out.print(f"[yellow]note[/]: attention exported as {escape(m['attn_implementation'])}")
     for u in att["unmatched"]:
@@ -93,6 +96,9 @@ def _print_plan(plan: dict) -> None:
     for r in plan["rewrites"]:
         t.add_row(r["name"], escape(", ".join(f"{k}={v}" for k, v in r["settings"].items())) or "defaults", str(r["count"]))
     out.print(t)
+    idle = [r["name"] for r in plan["rewrites"] if not r["count"]]
+    if idle:  # accepted, but nothing changed: e.g. sink-window on a model without causal attention
+        out.print(f"[yellow]note[/]: {', '.join(idle)} changed no attention site (see `edgeattn inspect` for the sites)")
     _print_layers(plan)
     measured = plan.get("measured")
     if measured:

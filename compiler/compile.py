@@ -19,7 +19,7 @@ from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.frontend import Source, load_source
 from edgeattn.compiler.index_bounds import index_bounds
-from edgeattn.compiler.pipeline import attention_summary, run_pipeline
+from edgeattn.compiler.pipeline import attention_summary, check_pipeline, run_pipeline
 from edgeattn.runtime import artifact
 from edgeattn.runtime.spec import TensorSpec
 
@@ -51,7 +51,8 @@ def compile_model(spec: str, target: str = "ort", out: Path | None = None, *, pi
     """Compile `spec` for `target` into the artifact directory `out`; returns the manifest."""
     say = progress or (lambda _msg: None)
     _check_target_and_output(target, out, force)
-    _parse_plan(rewrites, budget, _is_int8(target_options))  # fail on a bad plan before the (slow) export
+    check_pipeline(pipeline)
+    parse_plan(rewrites, budget, _is_int8(target_options))  # fail on a bad plan before the (slow) export
     say("export" if not spec.endswith(".onnx") else "load")
     return compile_source(load_source(spec), target, out, pipeline=pipeline, force=force, progress=progress,
                           target_options=target_options, rewrites=rewrites, budget=budget, quant=quant)
@@ -61,7 +62,7 @@ def _is_int8(target_options: dict | None) -> bool:
     return (target_options or {}).get("precision") == "int8"
 
 
-def _parse_plan(rewrites: list[str] | None, budget: str | None, int8: bool = False):
+def parse_plan(rewrites: list[str] | None, budget: str | None, int8: bool = False):
     if not rewrites:
         if budget and not int8:
             raise CompileError("--budget given without --rewrite or --precision int8",
@@ -78,8 +79,8 @@ def _check_target_and_output(target: str, out: Path | None, force: bool):
     ok, reason = tgt.available()
     if not ok:
         raise CompileError(f"target '{target}' is unavailable: {reason}")
-    if out is not None and out.exists() and not force:
-        raise CompileError(f"output directory {out} already exists", "pass --force to replace it or choose another -o")
+    if out is not None:
+        artifact.check_output_dir(out, force)
     return tgt
 
 
@@ -95,7 +96,7 @@ def compile_source(src: Source, target: str, out: Path | None = None, *, pipelin
     supported = getattr(tgt, "PRECISIONS", ("fp32",))
     if precision not in supported:
         raise CompileError(f"target '{target}' does not support precision {precision}", f"use one of: {', '.join(supported)}")
-    steps, guard = _parse_plan(rewrites, budget, precision == "int8")
+    steps, guard = parse_plan(rewrites, budget, precision == "int8")
     t0 = time.perf_counter()
     reference_run = _reference_runner(src)
     records = run_pipeline(src.model, pipeline, on_pass=lambda p: say(f"pass {p}"))
@@ -189,6 +190,7 @@ def _apply_rewrites(src: Source, steps: list, guard, reference_run, say: Progres
     """Explicit steps, or `auto` (searched); src.model becomes the plan's graph if it is accepted.
     `arithmetic`: (runner, description) from _plan_arithmetic."""
     runner, measured_on = arithmetic
+    plan.check_sites(src.model, steps)  # layers the model lacks: one line before any measuring
     meter = _candidate_meter(src, reference_run, guard, runner)
     search = None
     feeds = _example_feeds(src, {"inputs": io_specs(src.model.graph.inputs)})

@@ -52,19 +52,36 @@ def attention_sites(model: ir.Model, example_dims: dict[str, int] | None = None)
     return rows
 
 
+def _load_payload(file: Path) -> ir.Model:
+    """An artifact's ONNX payload; a corrupt one (its SHA-256 can still match) is one line, as in `run`."""
+    from edgeattn.runtime.errors import ArtifactError
+
+    try:
+        model = ir.load(file)
+    except Exception as e:  # protobuf DecodeError and the like
+        msg = str(e).strip().splitlines()
+        raise ArtifactError(f"{file} is not a valid ONNX model ({msg[0] if msg else type(e).__name__})",
+                            "recompile with edgeattn compile") from None
+    if not model.graph.outputs:  # an empty file parses as an empty model; onnxruntime says "No graph"
+        raise ArtifactError(f"{file} holds no ONNX graph", "recompile with edgeattn compile")
+    return model
+
+
 def inspect_target(spec: str) -> dict:
     """A model spec is exported and canonicalized (nothing written); an artifact dir is read as built."""
     path = Path(spec)
     if path.is_dir() and (path / "manifest.json").exists():
         from edgeattn.runtime.artifact import verify_artifact
 
-        manifest = verify_artifact(path)
-        payload = manifest.get("payload", {}).get("model")
+        manifest = verify_artifact(path)  # also checks the manifest's field types
+        payload = (manifest.get("payload") or {}).get("model")
         if not payload or not payload.endswith(".onnx"):
-            raise ModelInputError(f"artifact {path} has no ONNX payload to inspect")
-        model = ir.load(path / payload)
-        dims = manifest.get("example_dims", {"batch": 1})
-        return {"model": manifest["model"], "sites": attention_sites(model, dims), "unmatched": manifest["attention"].get("unmatched", [])}
+            raise ModelInputError(f"artifact {path} has no ONNX payload to inspect",
+                                  "inspect the source model (zoo name, .onnx or HF folder) instead")
+        model = _load_payload(path / payload)
+        dims = manifest.get("example_dims") or {"batch": 1}
+        return {"model": manifest.get("model") or path.name, "sites": attention_sites(model, dims),
+                "unmatched": (manifest.get("attention") or {}).get("unmatched", [])}
     from edgeattn.compiler.frontend import load_source
     from edgeattn.compiler.pipeline import attention_summary, run_pipeline
 

@@ -8,6 +8,7 @@ from typing import Callable
 import onnx_ir as ir
 
 from edgeattn import passes
+from edgeattn.compiler.errors import CompileError
 
 PIPELINES: dict[str, list[str]] = {
     # Exact rewrites only: fold, canonicalize attention, write Gemm-by-weight as the MatMul every
@@ -35,11 +36,17 @@ class PassRecord:
         return {"name": self.name, "count": self.sites_changed, "details": self.details}
 
 
+def check_pipeline(name: str) -> None:
+    """An unknown pipeline name fails in one line (call it before loading the model)."""
+    if name not in PIPELINES:
+        raise CompileError(f"unknown pipeline '{name}'",
+                           f"use one of: {', '.join(PIPELINES)} (see `edgeattn pipelines`)")
+
+
 def run_pipeline(model: ir.Model, name: str = "default",
                  on_pass: Callable[[str], None] | None = None, finish: bool = False) -> list[PassRecord]:
     """The pipeline's passes; `finish`: its passes that run after the rewrite plan instead."""
-    if name not in PIPELINES:
-        raise KeyError(f"unknown pipeline '{name}' — known pipelines: {', '.join(PIPELINES)}")
+    check_pipeline(name)
     records = []
     for pass_name in (FINISH if finish else PIPELINES).get(name, []):
         if on_pass:

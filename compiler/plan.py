@@ -23,6 +23,7 @@ from edgeattn import passes
 from edgeattn.compiler import accuracy
 from edgeattn.compiler.errors import CompileError
 from edgeattn.compiler.flops import graph_flops
+from edgeattn.compiler.rewrite_spec import AUTO, RewriteStep, check_sites, parse_rewrite  # noqa: F401 (the plan's API)
 
 DEFAULT_BUDGET = "cosine>=0.99"
 _OPS = {">=": operator.ge, "<=": operator.le}
@@ -32,53 +33,6 @@ _METRICS = {"cosine": ">=", "top1-drop": "<=", "top1-agree": ">=", "max-abs": "<
 _KEYS = {"cosine": "cosine", "max-abs": "max_abs_error", "embedding-cosine": "embedding_cosine",
          "nn-agree": "nn_agreement", "top1-agree": "top1_agreement"}
 EMBEDDING_METRICS = {"embedding-cosine", "nn-agree"}
-
-
-@dataclass
-class RewriteStep:
-    name: str
-    settings: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "settings": self.settings}
-
-
-def _value(key: str, text: str):
-    if key == "layers":
-        out: list[int] = []
-        for part in text.split(","):
-            if part in ("-1", "embed"):  # pool: on the embeddings, before the first block
-                out.append(-1)
-                continue
-            lo, _, hi = part.partition("-")
-            if not lo.isdigit() or (hi and not hi.isdigit()):
-                raise CompileError(f"bad layers '{text}'", "use e.g. layers=0-5,8")
-            out += list(range(int(lo), int(hi or lo) + 1))
-        return out
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-AUTO = "auto"  # the measured per-layer search (compiler/planner.py)
-
-
-def parse_rewrite(spec: str) -> RewriteStep:
-    name, _, rest = spec.partition(":")
-    if name not in passes.APPROXIMATE and name != AUTO:
-        raise CompileError(f"unknown rewrite '{name}'", f"known rewrites: {', '.join(sorted(passes.APPROXIMATE))}, or {AUTO}")
-    pairs: list[list[str]] = []
-    for token in filter(None, rest.split(",")):
-        if "=" in token:
-            pairs.append(token.split("=", 1))
-        elif pairs:
-            pairs[-1][1] += "," + token  # a list value such as layers=0-5,8
-        else:
-            raise CompileError(f"bad rewrite setting '{token}' in '{spec}'", "use NAME:key=value,key=value")
-    return RewriteStep(name, {k: _value(k, v) for k, v in pairs})
 
 
 @dataclass
@@ -95,7 +49,13 @@ class Budget:
             if not m or m.group(1) not in _METRICS or _METRICS[m.group(1)] != m.group(2):
                 allowed = ", ".join(f"{k}{v}X" for k, v in _METRICS.items())
                 raise CompileError(f"bad budget '{text}'", f"use one or more (comma-separated) of: {allowed}")
-            conditions.append((m.group(1), m.group(2), float(m.group(3))))
+            try:
+                threshold = float(m.group(3))
+            except ValueError:
+                example = {"top1-drop": "0.5", "max-abs": "1e-3"}.get(m.group(1), "0.99")
+                raise CompileError(f"--budget '{text}': '{m.group(3)}' is not a number",
+                                   f"give the threshold as a number, e.g. {m.group(1)}{m.group(2)}{example}") from None
+            conditions.append((m.group(1), m.group(2), threshold))
         return cls(conditions)
 
     @property
@@ -199,6 +159,7 @@ def apply_plan(model: ir.Model, steps: list[RewriteStep], budget: Budget,
                measure: Callable[[ir.Model], dict], say: Callable[[str], None],
                calibration: Callable[[], list[dict]] | None = None) -> tuple[ir.Model, dict]:
     """Apply `steps` to a copy of the exact `model`; keep it only if `budget` is met."""
+    check_sites(model, steps)
     candidate, applied = build_plan(model, steps, say, calibration)
     say("measure the plan against the budget")
     acc = measure(candidate)

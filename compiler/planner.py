@@ -34,6 +34,8 @@ FAMILIES = {"tome": "edgeattn.compiler.search_tome", "cls-prune": "edgeattn.comp
             "hilo": "edgeattn.compiler.search_hilo", "head-prune": "edgeattn.compiler.search_heads",
             "pool": "edgeattn.compiler.search_pool"}
 DEFAULT_FAMILIES = "tome,cls-prune,window,pool"  # the others measured ≤ 1.12× by hand where these give 3×: opt-in
+# `--rewrite auto:key=val` settings (search's keyword arguments a user may give) and their kinds (plan.py checks them)
+SETTINGS = {"max_evals": "int", "families": None, "compose": "bool"}
 
 
 def _families(names) -> list[str]:

@@ -119,13 +119,13 @@ def _fallback(base: ir.Model, nodes: list[ir.Node], ranges: dict, rule: QDQRule,
         return model, acc, budget.measure(acc)
 
     steps, kept = [], []
-    for step in range(min(len(order), MAX_FALLBACK_STEPS) + 1):
+    limit = min(len(order), MAX_FALLBACK_STEPS)
+    for step in range(limit + 1):
         cand, acc, values = trial(set(kept))
         steps.append({"kept_float": len(kept), **values})
-        if budget.met(values):
+        if budget.met(values) or step == limit:  # `kept` stays what the last trial measured
             break
-        if step < len(order):
-            kept.append(order[step])
+        kept.append(order[step])
     if budget.met(values):  # backward pass: local SNR only ranks; each kept MatMul gets one more try in int8
         for name in reversed(list(kept)):
             t_model, t_acc, t_values = trial(set(kept) - {name}, ", retrying one")

@@ -4,11 +4,15 @@ Every pass is an `onnx_ir.passes` pass (call(model) -> PassResult(model, modifie
 exposes `sites_changed` (how many sites it rewrote) and `details` (a JSON-able report).
 The registry maps pass names to "module:class", imported on first use; a registered module
 never imports this table back.
+A pass's settings are its constructor's keyword arguments (`settings(name)`); an approximate
+pass also declares each one's kind in a class attribute SETTINGS, which `--rewrite` checks
+before any export (compiler/plan.py).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 
 PASSES: dict[str, str] = {
     "cleanup": "edgeattn.passes.cleanup:Cleanup",
@@ -67,3 +71,19 @@ def pass_class(name: str):
 
 def create(name: str, **settings):
     return pass_class(name)(**settings)
+
+
+# Keyword arguments the compiler fills in itself, never a user's setting.
+INTERNAL_SETTINGS = {"calibration"}
+
+
+def settings(name: str) -> dict[str, str | None]:
+    """The settings a user may give pass `name` (its constructor's keyword arguments, in order),
+    each with its kind from the class's SETTINGS: int, ints (an int or one per chosen layer),
+    number, numbers, bool, layers, layers+embed (site indices, −1 = the embeddings); None = unchecked."""
+    cls = pass_class(name)
+    declared = getattr(cls, "SETTINGS", {})
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: declared.get(p.name, "layers" if p.name == "layers" else None) for p in params
+            if p.name != "self" and p.name not in INTERNAL_SETTINGS
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}

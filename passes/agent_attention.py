@@ -51,6 +51,8 @@ class AgentAttention(ir.passes.InPlacePass):
     (Attention site indices; default all), power (s' = s^power; default 0.3), shortcut (c;
     default 0.075), protect (prefix tokens; default found)."""
 
+    SETTINGS = {"agents": "ints", "layers": "layers", "power": "number", "shortcut": "number", "protect": "int"}
+
     def __init__(self, agents: int | None = None, layers: list[int] | None = None, power: float = 0.3,
                  shortcut: float = 0.075, protect: int | None = None) -> None:
         super().__init__()

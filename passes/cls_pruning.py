@@ -26,6 +26,8 @@ class ClassTokenPruning(ir.passes.InPlacePass):
     to prune; default EViT's: after 1/4, 1/2, 3/4 of the depth), fuse (fold the dropped tokens
     into one), protect (leading tokens; default found)."""
 
+    SETTINGS = {"keep": "numbers", "layers": "layers", "fuse": "bool", "protect": "int"}
+
     def __init__(self, keep: float | list[float] | str = 0.7, layers: list[int] | None = None,
                  fuse: bool | int = True, protect: int | None = None) -> None:
         super().__init__()

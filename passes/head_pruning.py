@@ -27,6 +27,8 @@ class HeadPruning(ir.passes.InPlacePass):
 
     NEEDS_CALIBRATION = True
 
+    SETTINGS = {"ratio": "number", "layers": "layers", "heads": "int"}  # calibration: given by the compiler
+
     def __init__(self, ratio: float = 0.2, layers: list[int] | None = None, calibration: list[dict] | None = None,
                  heads: int | None = None) -> None:
         super().__init__()

@@ -24,6 +24,8 @@ class HiLoAttention(ir.passes.InPlacePass):
     cell side; default = the window), alpha (fraction of heads that are Lo-Fi; default 0.5),
     layers, protect."""
 
+    SETTINGS = {"window": "ints", "pool": "int", "alpha": "number", "layers": "layers", "protect": "int"}
+
     def __init__(self, window=4, pool: int | None = None, alpha: float = 0.5,
                  layers: list[int] | None = None, protect: int | None = None) -> None:
         super().__init__()

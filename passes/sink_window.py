@@ -24,6 +24,8 @@ class SinkWindowMask(ir.passes.InPlacePass):
     """Settings: sink (tokens kept at the start), window (recent tokens), layers (indices of the
     Attention sites in graph order; None = all)."""
 
+    SETTINGS = {"sink": "int", "window": "int", "layers": "layers"}
+
     def __init__(self, sink: int = 4, window: int = 256, layers: list[int] | None = None) -> None:
         super().__init__()
         if sink < 0 or window < 1:

@@ -32,6 +32,8 @@ class TokenMerging(ir.passes.InPlacePass):
     embed_r (tokens merged before the first block, matched on the embeddings themselves: saves
     the first attention too; not in the ToMe paper)."""
 
+    SETTINGS = {"r": "ints", "layers": "layers", "protect": "int", "prop_attn": "bool", "embed_r": "int"}
+
     def __init__(self, r=8, layers: list[int] | None = None, protect: int | None = None,
                  prop_attn: bool | int = True, embed_r: int = 0) -> None:
         super().__init__()

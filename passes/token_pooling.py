@@ -45,6 +45,8 @@ class TokenPooling(ir.passes.InPlacePass):
     the first block; default [0]), k (square
     side, 2), prop_attn (size-weighted attention afterwards), protect (leading tokens; default found)."""
 
+    SETTINGS = {"layers": "layers+embed", "k": "int", "prop_attn": "bool", "protect": "int"}
+
     def __init__(self, layers: list[int] | None = None, k: int = 2, prop_attn: bool | int = True,
                  protect: int | None = None) -> None:
         super().__init__()

@@ -26,6 +26,8 @@ class WindowAttention(ir.passes.InPlacePass):
     an int or one per chosen layer; must divide the grid side, 1 ≤ s ≤ w), layers (Attention
     site indices; default all), protect (prefix tokens; default found)."""
 
+    SETTINGS = {"window": "ints", "stride": "ints", "layers": "layers", "protect": "int"}
+
     def __init__(self, window=8, stride=None, layers: list[int] | None = None, protect: int | None = None) -> None:
         super().__init__()
         self.window, self.stride, self.layers, self.protect = window, stride, layers, protect

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import ArtifactError
+from .manifest import check_structure
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -35,15 +36,39 @@ def _safe_relname(rel: str) -> Path:
     return p
 
 
+def check_output_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an -o that cannot become an artifact directory, before any work is done.
+
+    --force replaces only an earlier artifact (or an empty directory): replacing means moving the
+    old directory aside and deleting it, which must never happen to a file, a device node, the
+    working directory or any folder of the user's."""
+    out_dir = Path(out_dir)
+    parent = next((p for p in out_dir.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ArtifactError(f"cannot create {out_dir}: {parent} is a file", "choose an -o whose parent is a directory")
+    if not (out_dir.exists() or out_dir.is_symlink()):
+        return
+    if not overwrite:
+        raise ArtifactError(f"output directory {out_dir} already exists",
+                            "pass --force to replace it or choose another -o")
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise ArtifactError(f"output path {out_dir} exists and is not a directory",
+                            "choose another -o (--force replaces only an earlier artifact directory)")
+    if not (out_dir / MANIFEST_NAME).is_file() and any(out_dir.iterdir()):
+        raise ArtifactError(f"output directory {out_dir} is not an edgeattn artifact (no {MANIFEST_NAME}), so --force "
+                            "will not replace it", "choose a new or empty directory for -o")
+
+
 def write_artifact(out_dir: Path, manifest: dict, files: dict[str, bytes | Path],
                    overwrite: bool = False) -> Path:
     """Write manifest + payload files to out_dir atomically; returns out_dir."""
     out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and not overwrite:
-        raise ArtifactError(f"output directory {out_dir} already exists",
-                            "pass --force to overwrite it or choose another -o")
+    check_output_dir(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700: an artifact is to be copied and served, like any folder
     try:
         manifest = dict(manifest)
         table = {}
@@ -106,6 +131,7 @@ def read_manifest(artifact_dir: Path) -> dict:
         raise ArtifactError(f"artifact format_version {version!r} is not supported "
                             f"(this runtime reads version {FORMAT_VERSION})",
                             "recompile with the installed edgeattn, or install a matching runtime")
+    check_structure(manifest, str(path))
     return manifest
 
 
@@ -123,4 +149,8 @@ def verify_artifact(artifact_dir: Path) -> dict:
         if _sha256(path) != meta.get("sha256"):
             raise ArtifactError(f"artifact file {rel} failed its SHA-256 check (tampered or corrupt)",
                                 _RECOMPILE)
+    unpinned = sorted(set((manifest.get("payload") or {}).values()) - set(files))
+    if unpinned:  # a backend would load it unchecked (and a name like ../x could leave the artifact)
+        raise ArtifactError(f"{artifact_dir / MANIFEST_NAME}: payload file {unpinned[0]} is not in its files table",
+                            _RECOMPILE)
     return manifest

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, backend_failure
 from .spec import validate_feeds
 
 if TYPE_CHECKING:
@@ -48,20 +48,15 @@ def profile_ops(session: "Session", feeds: Mapping[str, np.ndarray], runs: int) 
     handle = session._open(profile=True)
     if not hasattr(handle, "end_profiling"):
         return []
-    for _ in range(max(1, runs)):
-        handle.run(feeds)
-    return handle.end_profiling()
+    try:
+        for _ in range(max(1, runs)):
+            handle.run(feeds)
+        return handle.end_profiling()
+    except Exception as e:  # a backend error: one line, the original as __cause__
+        raise backend_failure(session.manifest, session.path, e)
 
 
-def benchmark(session: "Session", runs: int = 50, warmup: int = 5,
-              feeds: Mapping[str, Any] | None = None, per_op: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> dict:
-    if runs < 1 or warmup < 0:
-        raise InputError(f"runs={runs}, warmup={warmup} is not a valid benchmark", "use runs >= 1 and warmup >= 0")
-    feeds = validate_feeds(session.inputs, session.example_feeds() if feeds is None else feeds)
-    handle = session._handle
-    if handle is None:
-        raise InputError("session is closed", "load the artifact again with edgeattn.runtime.load")
+def _timed_runs(handle, feeds, runs: int, warmup: int, progress) -> np.ndarray:
     total = warmup + runs
     for i in range(warmup):
         handle.run(feeds)
@@ -75,6 +70,22 @@ def benchmark(session: "Session", runs: int = 50, warmup: int = 5,
         times[i] = clock() - t0
         if progress:
             progress(warmup + i + 1, total)
+    return times
+
+
+def benchmark(session: "Session", runs: int = 50, warmup: int = 5,
+              feeds: Mapping[str, Any] | None = None, per_op: bool = False,
+              progress: Callable[[int, int], None] | None = None) -> dict:
+    if runs < 1 or warmup < 0:
+        raise InputError(f"runs={runs}, warmup={warmup} is not a valid benchmark", "use runs >= 1 and warmup >= 0")
+    feeds = validate_feeds(session.inputs, session.example_feeds() if feeds is None else feeds)
+    handle = session._handle
+    if handle is None:
+        raise InputError("session is closed", "load the artifact again with edgeattn.runtime.load")
+    try:  # around the loops, not each run: a backend error is one line, the original as __cause__
+        times = _timed_runs(handle, feeds, runs, warmup, progress)
+    except Exception as e:
+        raise backend_failure(session.manifest, session.path, e)
     lat = latency_stats(times)
     first = feeds[session.inputs[0].name]
     batch = int(first.shape[0]) if first.ndim else 1

@@ -8,7 +8,7 @@ import numpy as np
 
 from .artifact import verify_artifact
 from .backends import get_backend
-from .errors import ArtifactError, InputError
+from .errors import ArtifactError, InputError, backend_failure
 from .spec import TensorSpec, check_index_bounds, validate_feeds
 
 
@@ -47,7 +47,10 @@ class Session:
             raise InputError("session is closed", "load the artifact again with edgeattn.runtime.load")
         arrays = validate_feeds(self.inputs, feeds)
         check_index_bounds(self._index_bounds, arrays)
-        outs = handle.run(arrays)
+        try:
+            outs = handle.run(arrays)
+        except Exception as e:  # onnxruntime/openvino/tvm errors: one line, the original as __cause__
+            raise backend_failure(self.manifest, self.path, e)
         return dict(zip(self.output_names, outs))
 
     def example_feeds(self, seed: int = 0) -> dict[str, np.ndarray]:

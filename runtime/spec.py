@@ -81,6 +81,9 @@ def validate_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, Any]) -> dic
                     raise InputError(f"symbolic dim {dim!r} is {size} in input {spec.name!r} "
                                      f"but {seen[0]} in input {seen[1]!r}",
                                      f"give every input the same {dim} size")
+        if arr.size == 0:  # backends reject empty tensors with a long report (ORT), or crash
+            raise InputError(f"input {spec.name!r} has shape {tuple(arr.shape)}: axis {arr.shape.index(0)} is empty",
+                             "give every axis at least one element")
         out[spec.name] = arr
     return out
 

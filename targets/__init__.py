@@ -39,8 +39,8 @@ def describe_all() -> list[dict]:
         try:
             mod = get(name)
             ok, reason = mod.available()
-            desc = mod.DESCRIPTION
+            desc, precisions = mod.DESCRIPTION, list(getattr(mod, "PRECISIONS", ("fp32",)))
         except ImportError as e:  # the module itself could not import (a missing extra)
-            ok, reason, desc = False, f"import failed: {e}", ""
-        rows.append({"name": name, "available": ok, "reason": reason, "description": desc})
+            ok, reason, desc, precisions = False, f"import failed: {e}", "", []
+        rows.append({"name": name, "available": ok, "reason": reason, "precisions": precisions, "description": desc})
     return rows

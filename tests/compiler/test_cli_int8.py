@@ -59,6 +59,18 @@ def test_corrupt_calibration_file(tiny, tmp_path):
     _one_error_line(r, "not a readable .npz")
 
 
+def test_npy_and_empty_calibration_files(tmp_path):
+    from edgeattn.compiler.calib import load_calibration
+    from edgeattn.compiler.errors import CompileError
+
+    np.save(tmp_path / "one.npy", np.zeros((2, S, H * D), np.float32))  # np.load gives an array, not an archive
+    with pytest.raises(CompileError, match="is a .npy"):
+        load_calibration(tmp_path / "one.npy")
+    (tmp_path / "empty.npz").write_bytes(b"")  # np.load raises EOFError: was a bare "Aborted."
+    with pytest.raises(CompileError, match="not a readable .npz"):
+        load_calibration(tmp_path / "empty.npz")
+
+
 def test_layers_without_int8_is_one_line(tiny, tmp_path):
     assert edgeattn("compile", str(tiny), "-o", str(tmp_path / "art")).returncode == 0
     _one_error_line(edgeattn("explain", str(tmp_path / "art"), "--layers"), "no int8 layer report")

@@ -52,6 +52,15 @@ def test_unmeetable_budget_ships_the_float_graph(tiny_deit_proto):
     assert len(rec["steps"]) == 19 and _int8_matmuls(model) == 0
 
 
+def test_a_step_limit_reports_what_its_last_trial_measured(tiny_deit_proto, monkeypatch):
+    monkeypatch.setattr(quantize, "MAX_FALLBACK_STEPS", 5)  # fewer steps than the 18 MatMuls
+    meter = lambda m: {"cosine": 0.5, "max_abs_error": 1.0}  # noqa: E731
+    _, rec = quantize.quantize(ir.from_proto(tiny_deit_proto), QDQRule(), plan.Budget.parse("cosine>=0.99"), meter,
+                               CALIB, lambda _m: None)
+    assert len(rec["steps"]) == 6 and len(rec["kept_float"]) == rec["steps"][-1]["kept_float"] == 5
+    assert "5 MatMuls back in float" in rec["reason"]
+
+
 def test_bad_method_and_empty_calibration(tiny_deit_proto):
     exact = ir.from_proto(tiny_deit_proto)
     budget = plan.Budget.parse("cosine>=0.99")
