@@ -16,7 +16,7 @@ from rich.text import Text
 
 from edgeattn.compiler.cli_report import (out, print_bench, print_compile_summary, print_remote_bench, print_profile, print_quant_layers,
                                           print_tuning_log)
-from edgeattn.compiler.cli_checks import check_int8_options, check_output_file, check_threads
+from edgeattn.compiler.cli_checks import check_int8_options, check_output_file, check_threads, cores
 from edgeattn.compiler.errors import CompileError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -519,7 +519,7 @@ def bench_cmd(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Report directory (default: bench/MODEL)."),
     rounds: int = typer.Option(5, "--rounds", min=1, help="Interleaved rounds."),
     runs: int = typer.Option(10, "--runs", min=1, help="Runs per candidate per round."),
-    threads: int = typer.Option(2, "--threads", min=1, help="Threads per backend."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Threads per backend (default: 2, or 1 on a 1-core machine)."),
     rewrite: List[str] = typer.Option([], "--rewrite", "-r", help="Also time each target with this rewrite plan (as for compile; `auto` searches once)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Accuracy budget for --rewrite and int8 (as for compile)."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8: activation ranges (as for compile)."),
@@ -545,6 +545,7 @@ def bench_cmd(
     from edgeattn.compiler.bench import run_bench
 
     check_threads("--threads", threads)
+    threads = threads or min(2, cores())
     check_int8_options("int8" if "int8" in precision.split(",") else "fp32", calib=None, calib_method=calib_method,
                        smooth=0.5, outliers=outliers)
     output = output or Path("bench") / model.replace("@", "_").replace("/", "_")
