@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-all bench bench-tvm bench-rewrites bench-int8 bench-archs gpu-bundle clean
+.PHONY: install demo test test-all bench bench-tvm bench-rewrites bench-int8 bench-archs bench-zen4 gpu-bundle clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,25 @@ bench-rewrites: install
 # 16 Hugging Face architectures (config-only folders, random weights) through ORT and OpenVINO (fp32 and int8) and TVM (fp32).
 bench-archs: install
 	$(PY) tests/benchmarks/arch_sweep.py --targets ort,openvino,tvm,mobile --precisions fp32,int8 --json bench/arch-sweep.json
+
+# What is still owed to a Zen 4 machine (AVX-512 with BF16 and VNNI), in one run (~1 h): issue 5's
+# bf16 goals (bench, then our OpenVINO bf16 against OpenVINO's own in 120 interleaved rounds),
+# issue 6's int8 against OpenVINO + NNCF (bench, then 120 rounds), and the TVM attention kernel at
+# the AVX-512 tile geometry (never timed). Output: bench/zen4/ (reports) and bench/zen4/*.txt (A/B).
+Z4 := bench/zen4
+AB := $(PY) tests/benchmarks/ab_artifacts.py --rounds 120
+bench-zen4: install
+	@grep -q avx512_bf16 /proc/cpuinfo && grep -q avx512_vnni /proc/cpuinfo || { echo "bench-zen4: this CPU has no AVX512-BF16/VNNI"; exit 1; }
+	mkdir -p $(Z4)
+	for m in deit-small minilm-l6@512; do d=$(Z4)/$$(echo $$m | tr @ _)-bf16; \
+	  $(VENV)/bin/edgeattn bench $$m --targets ort,openvino --precision fp32,bf16 --baselines -o $$d && \
+	  $(AB) $$d/artifacts/openvino-bf16 $$d/artifacts/openvino-plain-bf16 | tee $$d.txt || exit 1; done
+	for mb in "deit-small|cosine>=0.999" "minilm-l6@128|embedding-cosine>=0.99,nn-agree>=0.97" \
+	          "minilm-l6@512|embedding-cosine>=0.99,nn-agree>=0.97"; do m=$${mb%%|*}; d=$(Z4)/$$(echo $$m | tr @ _)-int8; \
+	  $(VENV)/bin/edgeattn bench $$m --targets ort,openvino --precision fp32,int8 --baselines --budget "$${mb#*|}" \
+	    --calib-method auto -o $$d && \
+	  $(AB) $$d/artifacts/ort-int8 $$d/artifacts/openvino-int8 $$d/artifacts/openvino-nncf | tee $$d.txt || exit 1; done
+	$(PY) tests/benchmarks/tvm_attention_kernel.py --rounds 40 | tee $(Z4)/tvm-attention-kernel.txt
 
 # Issue 3's GPU check, prepared here (no GPU needed): the tvm-cuda artifact and the tvm-ffi wheel for
 # the GPU machine's Python 3.12; there: sh scripts/gpu-check.sh .gpu/deit-fp16 --out results.json
