@@ -337,7 +337,10 @@ def tune_relax_module(mod, target, options: dict) -> dict:
     t0 = time.perf_counter()
     key = target_key(target)
     db_dir = tvm_tuning.database_dir(key, options)
-    db = tvm_tuning.open_database(db_dir, create=True)
+    if trials or (db_dir / tvm_tuning.RECORDS).is_file():
+        db = tvm_tuning.open_database(db_dir, create=True)
+    else:  # 0 trials only report: no empty database written into a folder that had none
+        db = ms.database.MemoryDatabase()
     tasks = _tasks(mod, target)
     todo = tasks if options.get("retune") else [t for t in tasks if tvm_tuning.best_record(db, t.dispatched[0]) is None]
     report = {"tuned": True, "trials": 0, "tasks": len(tasks), "tasks_tuned": len(todo),

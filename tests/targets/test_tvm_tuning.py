@@ -167,6 +167,13 @@ def test_empty_database_builds_untuned(tmp_path):
     assert not (tmp_path / "db").exists()
 
 
+def test_tune_with_no_trials_writes_no_database(tmp_path):
+    # `--trials 0` only reports: it once left an empty database in the source checkout's kernels/tvm_db
+    r = _cli("tune", str(tiny_attention_onnx(tmp_path / "t.onnx")), "--trials", "0", "--tuning-db", str(tmp_path / "db"))
+    assert r.returncode == 0, r.stderr
+    assert "this model's tasks with a record: 0 of" in r.stdout and not (tmp_path / "db").exists()
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "edgeattn.compiler.cli", *args], capture_output=True, text=True,
