@@ -20,6 +20,7 @@ from edgeattn.compiler.flops import graph_flops
 from edgeattn.compiler.frontend import Source, load_source
 from edgeattn.compiler.pipeline import run_pipeline
 from edgeattn.compiler.timing import time_interleaved
+from edgeattn.runtime.artifact import staging_dir, swap_into_place
 
 Say = Callable[[str], None]
 
@@ -151,11 +152,15 @@ def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch
     # Each target's exact fp32 artifact: what a plan or a reduced precision is ultimately measured against.
     fp32 = {c.target: min(c.round_medians) for c in cands
             if c.kind == "edgeattn" and c.precision == "fp32" and c.exact is None}
+    # torch eager is the reference: its top-1 is the reference top-1 the other rows were measured against
+    ref_top1 = next((c.accuracy["reference_top1"] for c in cands if c.accuracy.get("reference_top1") is not None), None)
     rows = []
     for c in cands:
         best = min(c.round_medians)
         vs_fp32 = fp32.get(c.target) if c.kind == "edgeattn" and (c.precision != "fp32" or c.exact is not None) else None
-        done = c.gemm_flops or flops  # a plan or readout pruning does less work than the model
+        # A plan or readout pruning does less work than the model; a baseline does the model's work
+        # (its own manifest counts the plain export, whose attention MatMuls can have unknown shapes).
+        done = (c.gemm_flops if c.kind == "edgeattn" else None) or flops
         gflops = done / (best / 1e3) / 1e9
         peak = peaks.get(c.precision)
         rows.append({
@@ -165,7 +170,8 @@ def summarize(cands: list[Candidate], flops: int, peaks: dict[str, float], batch
             "speedup_vs_torch": torch_best / best if torch_best else None, "speedup_vs_ort_plain": ort_best / best,
             "gflops_per_s": gflops, "fraction_of_peak": gflops / peak if peak else None,
             "max_abs_error": c.accuracy.get("max_abs_error"), "cosine": c.accuracy.get("cosine"),
-            "top1": c.accuracy.get("top1"), "embedding_cosine": c.accuracy.get("embedding_cosine"),
+            "top1": c.accuracy.get("top1", ref_top1 if c.accuracy.get("reference") == "itself" else None),
+            "embedding_cosine": c.accuracy.get("embedding_cosine"),
             "nn_agreement": c.accuracy.get("nn_agreement"), "peak_rss_mb": c.peak_rss_mb, "samples": len(c.times_ms),
             "speedup_vs_exact": (min(c.exact.round_medians) / best) if c.exact is not None else None,
             "speedup_vs_exact_fp32": vs_fp32 / best if vs_fp32 else None,
@@ -190,20 +196,26 @@ def check_request(target_names: list[str], precisions: list[str], out: Path, rew
     parent = next((q for q in [out, *out.absolute().parents] if q.exists()), None)
     if parent is not None and not parent.is_dir():
         raise CompileError(f"cannot write the bench report to {out}: {parent} is a file", "choose a directory for -o")
+    if out.is_dir() and any(out.iterdir()) and not (out / "bench.json").is_file():
+        raise CompileError(f"{out} is not an earlier bench report (no bench.json), so bench will not replace it",
+                           "choose a new or empty directory for -o")
 
 
 def run_bench(spec: str, target_names: list[str], precisions: list[str], out: Path, *, baselines: bool = False,
               rounds: int = 5, per_round: int = 10, warmup: int = 3, threads: int = 2, say: Say | None = None,
               rewrites: list[str] | None = None, budget: str | None = None, quant: dict | None = None) -> dict:
     check_request(target_names, precisions, out, rewrites, budget)
-    fresh = not out.exists()
+    # Built in a folder beside `out` and swapped in whole at the end: a failed bench leaves the
+    # earlier report as it was, a finished one leaves none of the earlier run's artifacts behind.
+    work = staging_dir(out)
     try:
-        return _run_bench(spec, target_names, precisions, out, baselines, rounds, per_round, warmup, threads,
-                          say or (lambda _m: None), rewrites, budget, quant)
+        result = _run_bench(spec, target_names, precisions, work, baselines, rounds, per_round, warmup, threads,
+                            say or (lambda _m: None), rewrites, budget, quant)
+        swap_into_place(work, out, overwrite=True)
     except BaseException:
-        if fresh:  # a failed bench leaves no half-filled report directory behind
-            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         raise
+    return result
 
 
 def _run_bench(spec, target_names, precisions, out, baselines, rounds, per_round, warmup, threads, say, rewrites,

@@ -16,6 +16,28 @@ COLUMNS = ["candidate", "kind", "target", "precision", "best_ms", "p50_ms", "p90
            "held_out_cosine"]
 
 
+# What each column means, in the HTML report (and the README's bench section says the same).
+COLUMN_HELP = {
+    "candidate": "what was timed: an edgeattn artifact, or a baseline a user would run instead",
+    "kind": "edgeattn or baseline", "target": "the backend that runs it",
+    "precision": "the arithmetic it was built for (fp32, bf16, int8)",
+    "best_ms": "latency, ms: the smallest of the rounds' medians (rounds interleave all candidates)",
+    "p50_ms": "median over every timed run", "p90_ms": "90th percentile over every timed run",
+    "throughput_per_s": "inferences per second at batch 1 (1000 / best_ms)",
+    "speedup_vs_torch": "torch eager's best_ms / this best_ms", "speedup_vs_ort_plain": "plain ORT's best_ms / this best_ms",
+    "gflops_per_s": "the GEMM FLOPs the candidate computes (a plan's own, else the model's) / best_ms",
+    "fraction_of_peak": "gflops_per_s / this machine's measured GEMM peak at the candidate's precision (0-1)",
+    "max_abs_error": "largest |difference| of the outputs from the reference (torch eager) on the example inputs",
+    "cosine": "cosine similarity of the outputs to the reference's",
+    "top1": "top-1 accuracy on the labelled held-out split (labelled models only)",
+    "embedding_cosine": "mean cosine of sentence embeddings to the reference's over the text set",
+    "nn_agreement": "fraction of texts whose nearest neighbour is the reference's",
+    "peak_rss_mb": "peak resident memory of the candidate's worker process, MiB",
+    "samples": "timed runs in all", "speedup_vs_exact": "a plan: its exact artifact's best_ms / its own",
+    "speedup_vs_exact_fp32": "a plan or reduced precision: the target's exact fp32 best_ms / its own",
+    "plan": "the rewrite plan's --rewrite specs", "held_out_cosine": "a plan's output cosine on inputs no choice measured",
+}
+
 # 1 − cosine below this is float rounding: plot exact candidates on one line.
 EXACT_FLOOR = 1e-9
 
@@ -52,10 +74,11 @@ def _plots(rows: list[dict]) -> tuple[str, str]:
     bar = _png(fig)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r, c in zip(rows, colors):
+    for i, (r, c) in enumerate(zip(rows, colors), 1):  # numbered points, names in the legend: labels overlapped
         err = max(1.0 - (r["cosine"] if r["cosine"] is not None else 1.0), EXACT_FLOOR)
-        ax.scatter(r["best_ms"], err, color=c, s=40)
-        ax.annotate(f"{r['candidate']} {r['precision']}", (r["best_ms"], err), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.scatter(r["best_ms"], err, color=c, s=40, label=f"{i}  {r['candidate']} {r['precision']}")
+        ax.annotate(str(i), (r["best_ms"], err), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, handletextpad=0.3)
     ax.set_yscale("log")
     ax.set_ylim(bottom=EXACT_FLOOR / 3)
     ax.set_xlabel("latency, ms")
@@ -77,7 +100,8 @@ def _fmt(v) -> str:
 def render_html(result: dict) -> str:
     rows = result["rows"]
     bar, scatter = _plots(rows)
-    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    head = "".join(f'<th title="{html.escape(COLUMN_HELP.get(c, c))}">{c}</th>' for c in COLUMNS)
+    glossary = "".join(f"<dt>{c}</dt><dd>{html.escape(COLUMN_HELP[c])}</dd>" for c in COLUMNS if c in COLUMN_HELP)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in COLUMNS) + "</tr>" for r in rows)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.get("notes", []))
     peaks = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["gemm_peak_gflops"].items())
@@ -90,4 +114,5 @@ Timing: {html.escape(result['method'])}; {result['rounds']} rounds × {result['p
 <table><tr>{head}</tr>{body}</table><ul>{notes}</ul>
 <img alt="latency" src="data:image/png;base64,{bar}"><br>
 <img alt="accuracy versus latency" src="data:image/png;base64,{scatter}">
+<h2>Columns</h2><dl>{glossary}</dl>
 </body></html>"""

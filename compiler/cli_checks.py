@@ -4,14 +4,10 @@ one line naming the option and the fix (see `_guard` in cli.py)."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from edgeattn.compiler.errors import CompileError
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+from edgeattn.runtime.checks import cores  # noqa: F401 (the CLI's default thread counts)
 
 
 def check_threads(flag: str, n: int | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import tempfile
 import time
@@ -49,6 +50,9 @@ def compile_model(spec: str, target: str = "ort", out: Path | None = None, *, pi
                   force: bool = False, progress: Progress | None = None, target_options: dict | None = None,
                   rewrites: list[str] | None = None, budget: str | None = None, quant: dict | None = None) -> dict:
     """Compile `spec` for `target` into the artifact directory `out`; returns the manifest."""
+    if not isinstance(spec, (str, os.PathLike)):
+        raise CompileError(f"model {spec!r} is of type {type(spec).__name__}", "give a zoo name, an .onnx path or a folder")
+    spec, out = str(spec), (Path(out) if out is not None else None)
     say = progress or (lambda _msg: None)
     _check_target_and_output(target, out, force)
     check_pipeline(pipeline)

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgeattn.runtime.errors import EdgeAttnError
+
 # name → "module:function"; the function takes the optional @N value (or None).
 ZOO: dict[str, str] = {
     "vit-tiny": "edgeattn.models.vision:vit_tiny",
@@ -26,8 +28,8 @@ ZOO: dict[str, str] = {
 }
 
 
-class UnknownModelError(ValueError):
-    pass
+class UnknownModelError(EdgeAttnError, ValueError):
+    """One line naming the model; a ValueError too, for callers that caught that before."""
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise ArtifactError(f"output directory {out_dir} already exists",
-                            "pass --force to replace it or choose another -o")
+                            "pass --force (force=True from Python) to replace it or choose another -o")
     if out_dir.is_symlink() or not out_dir.is_dir():
         raise ArtifactError(f"output path {out_dir} exists and is not a directory",
                             "choose another -o (--force replaces only an earlier artifact directory)")
@@ -64,11 +64,7 @@ def write_artifact(out_dir: Path, manifest: dict, files: dict[str, bytes | Path]
     """Write manifest + payload files to out_dir atomically; returns out_dir."""
     out_dir = Path(out_dir).absolute()
     check_output_dir(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700: an artifact is to be copied and served, like any folder
+    tmp = staging_dir(out_dir)
     try:
         manifest = dict(manifest)
         table = {}
@@ -87,14 +83,25 @@ def write_artifact(out_dir: Path, manifest: dict, files: dict[str, bytes | Path]
         manifest["files"] = table
         manifest["format_version"] = FORMAT_VERSION
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _swap_into_place(tmp, out_dir, overwrite)
+        swap_into_place(tmp, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
 
 
-def _swap_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+def staging_dir(out_dir: Path) -> Path:
+    """An empty folder beside `out_dir` to fill and then swap into place (swap_into_place)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700: an artifact is to be copied and served, like any folder
+    return tmp
+
+
+def swap_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    """Rename the filled `tmp` to `out_dir`; an existing one (if `overwrite`) is replaced whole."""
     if not out_dir.exists():
         os.rename(tmp, out_dir)
         return

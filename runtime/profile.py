@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from .errors import InputError, backend_failure
-from .spec import validate_feeds
+from .checks import check_count
+from .spec import check_index_bounds, validate_feeds
 
 if TYPE_CHECKING:
     from .session import Session
@@ -22,18 +23,17 @@ PROFILE_RUNS_MAX = 20
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB."""
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    mb = ru / (1024 * 1024) if sys.platform == "darwin" else ru / 1024  # bytes on macOS, KiB on Linux
+    """Peak resident memory of this process in MiB: Linux's VmHWM, which starts afresh at exec;
+    ru_maxrss does not (a bench worker reported its parent's peak), so it is only the fallback."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
-                    mb = max(mb, int(line.split()[1]) / 1024)
-                    break
+                    return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return float(mb)
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return float(ru / (1024 * 1024) if sys.platform == "darwin" else ru / 1024)  # bytes on macOS, KiB on Linux
 
 
 def latency_stats(ns: np.ndarray) -> dict[str, float]:
@@ -76,9 +76,12 @@ def _timed_runs(handle, feeds, runs: int, warmup: int, progress) -> np.ndarray:
 def benchmark(session: "Session", runs: int = 50, warmup: int = 5,
               feeds: Mapping[str, Any] | None = None, per_op: bool = False,
               progress: Callable[[int, int], None] | None = None) -> dict:
-    if runs < 1 or warmup < 0:
-        raise InputError(f"runs={runs}, warmup={warmup} is not a valid benchmark", "use runs >= 1 and warmup >= 0")
+    check_count("runs", runs, 1)
+    check_count("warmup", warmup, 0)
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress={progress!r} is not callable", "give a function (done, total) or None")
     feeds = validate_feeds(session.inputs, session.example_feeds() if feeds is None else feeds)
+    check_index_bounds(session._index_bounds, feeds)  # as run() does: an out-of-range id would crash TVM's gather
     handle = session._handle
     if handle is None:
         raise InputError("session is closed", "load the artifact again with edgeattn.runtime.load")

@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .artifact import verify_artifact
+from .checks import check_count, check_path, check_threads
 from .backends import get_backend
 from .errors import ArtifactError, InputError, backend_failure
 from .spec import TensorSpec, check_index_bounds, validate_feeds
@@ -55,7 +56,7 @@ class Session:
 
     def example_feeds(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Random inputs matching the specs; symbolic dims from manifest['example_dims'] (default 1)."""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_count("seed", seed, 0))
         dims = self.manifest.get("example_dims") or {}
         ranges = self.manifest.get("input_ranges") or {}
         feeds = {}
@@ -99,6 +100,7 @@ class Session:
 
 def load(path: str | Path, threads: int | None = None) -> Session:
     """Verify the artifact's SHA-256 table (tampered artifacts are refused) and open it."""
-    path = Path(path)
+    path = check_path(path)
+    threads = check_threads(threads)
     manifest = verify_artifact(path)
     return Session(path, manifest, threads=threads)

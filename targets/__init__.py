@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from edgeattn.runtime.errors import EdgeAttnError
+
 TARGETS: dict[str, str] = {
     "ort": "edgeattn.targets.ort",
     "openvino": "edgeattn.targets.openvino",
@@ -22,14 +24,13 @@ TARGETS: dict[str, str] = {
 }
 
 
-class UnknownTargetError(KeyError):
-    def __str__(self) -> str:
-        return self.args[0]
+class UnknownTargetError(EdgeAttnError, KeyError):
+    """One line naming the target and the known ones; a KeyError too, for callers that caught that before."""
 
 
 def get(name: str) -> ModuleType:
     if name not in TARGETS:
-        raise UnknownTargetError(f"unknown target '{name}' — known targets: {', '.join(sorted(TARGETS))} (see `edgeattn targets`)")
+        raise UnknownTargetError(f"unknown target '{name}'", f"known targets: {', '.join(sorted(TARGETS))} (see `edgeattn targets`)")
     return importlib.import_module(TARGETS[name])
 
 

@@ -24,7 +24,6 @@ and every kernel of an untuned build, get the default CPU schedules of kernels/t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import onnx_ir as ir
@@ -97,10 +96,9 @@ def legalize(model: ir.Model) -> dict:
 
 
 def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
+    from edgeattn.runtime.checks import cores  # noqa: PLC0415
+
+    return cores()
 
 
 def host_target(options: dict | None = None):

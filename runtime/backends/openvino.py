@@ -6,10 +6,10 @@ each request's per-node counters after every run (OpenVINO keeps only the last r
 """
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
+from ..checks import cores
 from ..errors import ArtifactError, BackendUnavailable
 from ..oprows import finish_rows
 
@@ -26,12 +26,7 @@ def _import_openvino():
     return openvino
 
 
-def default_threads() -> int:
-    # Affinity respects taskset/cgroup pinning; cpu_count() would oversubscribe there.
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
+default_threads = cores  # all the cores this process may use
 
 
 class OpenVinoHandle:

@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..checks import cores
 from ..errors import ArtifactError, BackendUnavailable
 from ..oprows import finish_rows
 
@@ -21,12 +22,7 @@ def _import_ort():
     return onnxruntime
 
 
-def default_threads() -> int:
-    # Affinity respects taskset/cgroup pinning; cpu_count() would oversubscribe there.
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
+default_threads = cores  # all the cores this process may use
 
 
 class OrtHandle:

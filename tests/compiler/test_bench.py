@@ -105,3 +105,48 @@ def test_each_plan_is_compared_with_the_exact_artifact_of_its_own_precision():
     assert vs_fp32 == {("ORT plain export", "fp32"): None, ("edgeattn ort", "fp32"): None,
                        ("edgeattn ort + plan", "fp32"): pytest.approx(1.25), ("edgeattn ort", "int8"): pytest.approx(2.0),
                        ("edgeattn ort + plan", "int8"): pytest.approx(4.0)}
+
+
+def test_baselines_are_credited_with_the_models_work():
+    """A baseline's own manifest counts its plain export, whose attention MatMuls can lack shapes:
+    its GFLOP/s must use the model's count (it did the same work), a plan its own smaller one."""
+    from edgeattn.compiler.bench import Candidate, summarize
+
+    plain = Candidate("ORT plain export", "ort", "fp32", [], "baseline", {})
+    plan = Candidate("edgeattn ort + plan", "ort", "fp32", [], "edgeattn", {})
+    plain.gemm_flops, plan.gemm_flops = 6 * 10**8, 5 * 10**8
+    for c in (plain, plan):
+        c.round_medians = c.times_ms = [1.0]
+    rows = {r["candidate"]: r["gflops_per_s"] for r in summarize([plain, plan], flops=10**9, peaks={}, batch=1)}
+    assert rows == {"ORT plain export": pytest.approx(1000.0), "edgeattn ort + plan": pytest.approx(500.0)}
+
+
+def test_a_rerun_replaces_the_report_whole_and_a_failed_one_keeps_it(tmp_path, monkeypatch):
+    from edgeattn.compiler import bench
+
+    def fake_run(files):
+        def run(spec, targets_, precisions, work, *rest):
+            for name in files:
+                (work / name).parent.mkdir(parents=True, exist_ok=True)
+                (work / name).write_text(name)
+            if "boom" in files:
+                raise RuntimeError("boom")
+            return {"model": spec}
+        return run
+
+    out = tmp_path / "b"
+    for files in (["bench.json", "artifacts/openvino-fp32/x"], ["bench.json", "artifacts/ort-fp32/x"]):
+        monkeypatch.setattr(bench, "_run_bench", fake_run(files))
+        bench.run_bench("m", ["ort"], ["fp32"], out)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["artifacts/ort-fp32/x", "bench.json"]
+    monkeypatch.setattr(bench, "_run_bench", fake_run(["bench.json", "boom"]))
+    with pytest.raises(RuntimeError):
+        bench.run_bench("m", ["ort"], ["fp32"], out)
+    assert (out / "artifacts/ort-fp32/x").is_file() and not (out / "boom").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no staging folder left
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "bench.csv").write_text("my data")
+    with pytest.raises(Exception, match="not an earlier bench report"):
+        bench.run_bench("m", ["ort"], ["fp32"], mine)
+    assert (mine / "bench.csv").read_text() == "my data"

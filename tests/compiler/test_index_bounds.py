@@ -61,6 +61,8 @@ def test_out_of_range_ids_are_one_clear_error_on_every_target(tmp_path, target):
     for bad in (10, -11, 10**6):
         with pytest.raises(InputError, match=rf"input 'ids' holds {bad}, outside \[-10, 9\]"):
             sess.run({"ids": np.array([[0, bad, 1]])})
+        with pytest.raises(InputError, match=rf"input 'ids' holds {bad}"):  # benchmark feeds too
+            sess.benchmark(runs=1, warmup=0, feeds={"ids": np.array([[0, bad, 1]])})
 
 
 def test_tvm_gathers_cannot_read_out_of_bounds_without_the_runtime_check(tmp_path):

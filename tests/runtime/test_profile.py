@@ -1,6 +1,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from edgeattn.runtime import InputError, load
@@ -45,9 +46,31 @@ def test_no_per_op_by_default(artifact):
     assert rep["ops"] == [] and rep["runs"] == 3
 
 
-def test_bad_runs(artifact):
-    with pytest.raises(InputError, match="runs >= 1"):
-        load(artifact).benchmark(runs=0)
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"runs": 0}, "runs=0 is not an int ≥ 1"), ({"runs": "3"}, "runs='3'"), ({"warmup": 1.5}, "warmup=1.5"),
+    ({"warmup": -1}, "warmup=-1"), ({"progress": 1}, "progress=1 is not callable"),
+])
+def test_bad_benchmark_arguments(artifact, kwargs, needle):
+    # named as the caller's mistake, not passed on to the backend (which blamed the artifact)
+    with pytest.raises(InputError, match=needle):
+        load(artifact).benchmark(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"threads": 0}, "threads=0"), ({"threads": 100000}, "threads=100000"), ({"threads": -1}, "threads=-1"),
+    ({"threads": "2"}, "threads='2'"), ({"threads": True}, "threads=True"),
+])
+def test_bad_thread_counts(artifact, kwargs, needle):
+    # 100000 hung the process while onnxruntime started its pool; -1 was accepted
+    with pytest.raises(InputError, match=needle):
+        load(artifact, **kwargs)
+
+
+def test_bad_path_and_seed(artifact):
+    with pytest.raises(InputError, match="is of type int"):
+        load(123)
+    with pytest.raises(InputError, match="seed=-1"):
+        load(artifact).example_feeds(seed=-1)
 
 
 def test_parse_trace_aggregates():
@@ -74,3 +97,14 @@ def test_writers(report, tmp_path):
     assert tuple(ops[0]) == OP_COLUMNS and len(ops) == len(report["ops"])
     assert {o["op_type"] for o in ops} >= {"MatMul"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r.csv"]  # no temp files left
+
+
+def test_peak_memory_is_the_process_own_not_its_parents():
+    # ru_maxrss survives exec on Linux: every bench worker reported the bench parent's peak
+    import subprocess
+    import sys
+
+    held = np.ones(400 * 2**20 // 8)  # 400 MB resident in this (parent) process
+    code = "from edgeattn.runtime.profile import peak_rss_mb; print(peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0 < child < 200 and held.sum() > 0
