@@ -16,8 +16,9 @@ from rich.text import Text
 
 from edgeattn.compiler.cli_report import (out, print_bench, print_compile_summary, print_remote_bench, print_profile, print_quant_layers,
                                           print_tuning_log)
-from edgeattn.compiler.cli_checks import check_int8_options, check_output_file, check_threads, cores
+from edgeattn.compiler.cli_checks import check_int8_options, check_threads
 from edgeattn.compiler.errors import CompileError
+from edgeattn.runtime.checks import check_output_file, cores
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="edgeattn: compile attention models into edge artifacts, run and profile them.")

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from edgeattn.compiler.errors import CompileError
-from edgeattn.runtime.checks import cores  # noqa: F401 (the CLI's default thread counts)
+from edgeattn.runtime.checks import cores
 
 
 def check_threads(flag: str, n: int | None) -> None:
@@ -15,16 +15,6 @@ def check_threads(flag: str, n: int | None) -> None:
     like 100000 starts that many OS threads)."""
     if n is not None and not 1 <= n <= cores():
         raise CompileError(f"{flag} {n} is outside 1..{cores()} (this machine's cores)", f"give {flag} 1 to {cores()}")
-
-
-def check_output_file(flag: str, path: Path | None) -> None:
-    """A report file the command will write at the end: fail now, not after the work."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise CompileError(f"{flag} {path} is a directory", f"give {flag} a file name")
-    if not path.absolute().parent.is_dir():
-        raise CompileError(f"{flag} {path}: the folder {path.parent} does not exist", "create it or choose another path")
 
 
 def check_int8_options(precision: str, *, calib: Path | None, calib_method: str, smooth: float, outliers: float) -> None:

@@ -11,8 +11,9 @@ Here each thread takes a tile of query rows of one head and keeps their scores i
 `fuse_attention()` is the Relax pass that rewrites the decomposed chain into a `call_tir` of this
 kernel, already scheduled, so dlight's rules and MetaSchedule leave it alone. kᵀ gets zero columns
 up to whole vector tiles in Relax (fused with the transpose that already makes it); the padded
-columns are masked out of the softmax. v gets zero rows up to a multiple of 4, for the ·v tile's unroll. Query rows run in whole row tiles: the last tile reads the
-last query row again for its extra rows, which are not stored. The buffer holds whole kv rows
+columns are masked out of the softmax. v gets zero rows up to a multiple of 4, for the ·v tile's
+unroll. Query rows run in whole row tiles: the last tile reads the last query row again for its
+extra rows, which are not stored. The buffer holds whole kv rows
 (rows × kv floats, twice): fine to a few thousand tokens; longer sequences would want an online
 (flash-style) softmax over kv blocks, not done.
 """

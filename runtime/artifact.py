@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .checks import current_umask
 from .errors import ArtifactError
 from .manifest import check_structure
 
@@ -94,9 +95,7 @@ def staging_dir(out_dir: Path) -> Path:
     """An empty folder beside `out_dir` to fill and then swap into place (swap_into_place)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700: an artifact is to be copied and served, like any folder
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700: an artifact is to be copied and served, like any folder
     return tmp
 
 

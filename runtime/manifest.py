@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .checks import is_int as _is_int
 from .errors import ArtifactError
 
 _RECOMPILE = "recompile with edgeattn compile"
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)  # JSON true/false load as bool, a subclass of int
 
 
 def _bad(where: str, field: str, value: Any, want: str) -> ArtifactError:

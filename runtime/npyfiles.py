@@ -12,6 +12,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from .checks import check_output_file, current_umask
 from .errors import InputError
 
 _NPY_FIX = "write it with numpy.save(path, array)"
@@ -64,10 +65,7 @@ def npz_target(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
-    if path.is_dir():
-        raise InputError(f"--save {path} is a directory", "give --save a file name")
-    if not path.absolute().parent.is_dir():
-        raise InputError(f"--save {path}: the folder {path.parent} does not exist", "create it or choose another path")
+    check_output_file("--save", path)
     return path
 
 
@@ -77,9 +75,7 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the mode a plain open() would
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

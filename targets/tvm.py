@@ -28,6 +28,8 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from edgeattn.runtime.checks import cores as _default_threads  # all the cores this process may use
+
 NAME = "tvm"
 DESCRIPTION = "Apache TVM (Relax VM), LLVM for the host CPU, shared-library payload"
 RUNTIME_BACKEND = "tvm"
@@ -93,12 +95,6 @@ def legalize(model: ir.Model) -> dict:
                              f"cannot expand ({reasons}) — compile for --target ort or openvino instead")
         out["attention_decomposed"] = total
     return out
-
-
-def _default_threads() -> int:
-    from edgeattn.runtime.checks import cores  # noqa: PLC0415
-
-    return cores()
 
 
 def host_target(options: dict | None = None):
